@@ -1,0 +1,167 @@
+"""`python -m distill`: record demonstrations, inspect datasets, evaluate policies in the simulator.
+
+Examples:
+
+    python -m distill tasks
+    python -m distill record --out data/demos --tasks default --episodes 50
+    python -m distill inspect data/demos --verify
+    python -m distill evaluate --policy expert --tasks drawer-open,push --seeds 20 --out runs/eval_expert.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from runtime.errors import UserError, run_cli
+
+
+def _add_sim_args(p: argparse.ArgumentParser, defaults_from_dataset: bool = False) -> None:
+    from distill.sim import CAMERAS, DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE
+
+    hint = " (default: the dataset's, else %(default)s)" if defaults_from_dataset else " (default: %(default)s)"
+    p.add_argument("--image-size", type=int, default=None if defaults_from_dataset else DEFAULT_IMAGE_SIZE,
+                   help="square camera frame size in pixels" + hint.replace("%(default)s", str(DEFAULT_IMAGE_SIZE)))
+    p.add_argument("--camera", choices=CAMERAS, default=None if defaults_from_dataset else DEFAULT_CAMERA,
+                   help="Meta-World camera" + hint.replace("%(default)s", DEFAULT_CAMERA))
+    p.add_argument("--max-steps", type=int, default=200, help="steps before an episode counts as failed (default: 200)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m distill",
+        description="Simulator demonstrations, datasets and closed-loop evaluation (training commands come with the teacher).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Examples:", 1)[1],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("tasks", help="list the Meta-World tasks, their instructions and the default set",
+                   description="List every task with its instruction; * marks the default set.")
+
+    rec = sub.add_parser("record", help="record scripted-expert demonstrations to a dataset folder",
+                         description="Record scripted-expert episodes (frames, state, actions, success) to a dataset. "
+                                     "Example: python -m distill record --out data/demos --tasks default --episodes 50")
+    rec.add_argument("--out", required=True, help="dataset folder to create (or to complete with --resume)")
+    rec.add_argument("--tasks", default="default", help="comma-separated task names, or 'default' (default: %(default)s)")
+    rec.add_argument("--episodes", type=int, default=50, help="episodes per task (default: %(default)s)")
+    rec.add_argument("--seed-start", type=int, default=0, help="first seed; episode e uses seed-start + e (default: %(default)s)")
+    rec.add_argument("--post-success-steps", type=int, default=10,
+                     help="steps recorded after success with terminate = 1 (default: %(default)s)")
+    rec.add_argument("--resume", action="store_true", help="add the missing episodes to an existing dataset")
+    _add_sim_args(rec)
+
+    ins = sub.add_parser("inspect", help="summarize a dataset and check its files",
+                         description="Print a dataset's tasks, episodes and action statistics. "
+                                     "Example: python -m distill inspect data/demos --verify")
+    ins.add_argument("dataset", help="dataset folder")
+    ins.add_argument("--verify", action="store_true", help="also check every chunk's sha256 and array shapes")
+
+    ev = sub.add_parser("evaluate", help="run a policy in the simulator on unseen seeds and report success",
+                        description="Closed-loop evaluation over N unseen seeds per task; writes JSON and prints a table. "
+                                    "Example: python -m distill evaluate --policy expert --seeds 20 --out runs/eval.json")
+    ev.add_argument("--policy", default="expert", help="policy to run: 'expert' (Meta-World's scripted expert)")
+    ev.add_argument("--tasks", default="default", help="comma-separated task names, or 'default' (default: %(default)s)")
+    ev.add_argument("--seeds", type=int, default=20, help="episodes (seeds) per task (default: %(default)s)")
+    ev.add_argument("--seed-start", type=int, default=None,
+                    help="first evaluation seed (default: 100000, above every recorded seed)")
+    ev.add_argument("--dataset", help="a dataset whose image settings to use and whose seeds must stay unseen")
+    ev.add_argument("--out", default="runs/eval.json", help="JSON report path (default: %(default)s)")
+    _add_sim_args(ev, defaults_from_dataset=True)
+    return parser
+
+
+def cmd_tasks(args) -> int:
+    from distill.tasks import DEFAULT_TASKS, HARD_FROM_PIXELS, INSTRUCTIONS
+
+    for task, instruction in INSTRUCTIONS.items():
+        mark = "*" if task in DEFAULT_TASKS else " "
+        hard = " (hard from pixels)" if task in HARD_FROM_PIXELS else ""
+        print(f"{mark} {task:30s} {instruction}{hard}")
+    print(f"\n* default set ({len(DEFAULT_TASKS)} tasks): --tasks default")
+    return 0
+
+
+def cmd_record(args) -> int:
+    from distill.record import RecordConfig, record
+
+    config = RecordConfig(
+        tasks=args.tasks, episodes_per_task=args.episodes, seed_start=args.seed_start, image_size=args.image_size,
+        camera=args.camera, max_steps=args.max_steps, post_success_steps=args.post_success_steps,
+    ).check()
+    summary = record(args.out, config, resume=args.resume, progress=not args.no_progress)
+    print(
+        f"recorded {summary.episodes_recorded} episodes ({summary.episodes_skipped} already present), "
+        f"{summary.frames} frames in {summary.seconds:.1f} s: {summary.frames_per_second:.0f} frames/s, "
+        f"render {summary.render_ms_per_frame:.1f} ms/frame at {config.image_size}x{config.image_size}; "
+        f"expert success {summary.successes}/{summary.episodes_recorded}\ndataset: {args.out}"
+    )
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from distill.dataset import Dataset
+
+    ds = Dataset.open(args.dataset)
+    if args.verify:
+        ds.verify()
+    img = ds.image
+    print(f"dataset {ds.root}: {len(ds)} episodes, {ds.num_frames} frames, "
+          f"{img['height']}x{img['width']} {img['channel_order']} from camera {img['camera']}")
+    for task, instruction in ds.tasks.items():
+        eps = [e for e in ds.episodes if e.task == task]
+        ok = sum(e.success for e in eps)
+        print(f"  {task:28s} {len(eps):4d} episodes, {ok:4d} successful   \"{instruction}\"")
+    st = ds.action_stats
+    print("action statistics (tokenizer range):")
+    for k, name in enumerate(st.names):
+        print(f"  {name:10s} p01 {st.p01[k]:+.3f}  p99 {st.p99[k]:+.3f}  mean {st.mean[k]:+.3f}  std {st.std[k]:.3f}")
+    if args.verify:
+        print("verified: every chunk matches its sha256 and shapes")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from distill.dataset import Dataset
+    from distill.evaluate import EVAL_SEED_START, EvalConfig, check_unseen, evaluate, format_table, write_report
+    from distill.sim import DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE
+
+    dataset = Dataset.open(args.dataset) if args.dataset else None
+    config = EvalConfig(
+        tasks=args.tasks,
+        seeds_per_task=args.seeds,
+        seed_start=EVAL_SEED_START if args.seed_start is None else args.seed_start,
+        max_steps=args.max_steps,
+        image_size=args.image_size or (dataset.image["height"] if dataset else DEFAULT_IMAGE_SIZE),
+        camera=args.camera or (dataset.image["camera"] if dataset else DEFAULT_CAMERA),
+    ).check()
+    if dataset is not None:
+        check_unseen(config, dataset)
+    if args.policy != "expert":
+        raise UserError(f"unknown policy '{args.policy}': this version evaluates 'expert' (the scripted expert)")
+
+    from distill.expert import ScriptedExpert
+
+    report = evaluate(ScriptedExpert, config, policy_name="expert", progress=not args.no_progress)
+    path = write_report(report, args.out)
+    print(format_table(report))
+    print(f"report: {path}")
+    return 0
+
+
+COMMANDS = {"tasks": cmd_tasks, "record": cmd_record, "inspect": cmd_inspect, "evaluate": cmd_evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

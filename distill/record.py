@@ -1,0 +1,263 @@
+"""Record scripted-expert demonstrations into a dataset (see distill/dataset.py for the format).
+
+Each episode: reset the task from its seed, then at every step render the camera frame, record frame,
+proprioception, the simulator's observation and the expert's action, and step. After the first success
+the episode goes on for `post_success_steps` more steps with terminate = 1, so that a policy learns to
+say it is done (RT-2's terminate dimension).
+
+    python -m distill record --out data/demos --tasks default --episodes 50
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from distill.dataset import (
+    ACTION_NAMES,
+    ACTION_UNITS,
+    DATASET_FORMAT,
+    DATASET_VERSION,
+    EPISODE_DIR,
+    MANIFEST,
+    TERMINATE_INDEX,
+    ActionStats,
+    Dataset,
+    DatasetError,
+    EpisodeInfo,
+    sha256_file,
+    write_episode_chunk,
+)
+from distill.sim import CAMERAS, DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE, METAWORLD_MAX_PATH_LENGTH, SIM_OBS_DIM, STATE_NAMES
+from distill.tasks import instruction_for, resolve_tasks
+from runtime.atomic_io import write_json_atomic
+from runtime.errors import UserError
+
+
+@dataclass
+class RecordConfig:
+    """What to record. `check()` explains any bad value."""
+
+    tasks: list[str] = field(default_factory=lambda: resolve_tasks("default"))
+    episodes_per_task: int = 50
+    seed_start: int = 0  # episode e of every task uses seed seed_start + e
+    image_size: int = DEFAULT_IMAGE_SIZE
+    camera: str = DEFAULT_CAMERA
+    max_steps: int = 200
+    post_success_steps: int = 10
+    supersample: int = 2
+
+    def check(self) -> "RecordConfig":
+        self.tasks = resolve_tasks(self.tasks)
+        if self.episodes_per_task < 1:
+            raise UserError(f"--episodes must be at least 1, got {self.episodes_per_task}")
+        if self.seed_start < 0:
+            raise UserError(f"--seed-start must be >= 0, got {self.seed_start}")
+        if not 16 <= self.image_size <= 512:
+            raise UserError(f"--image-size {self.image_size} is out of range: use 16 to 512 (64-128 is typical)")
+        if self.camera not in CAMERAS:
+            raise UserError(f"unknown camera '{self.camera}': choose one of {', '.join(CAMERAS)}")
+        if not 1 <= self.max_steps + self.post_success_steps <= METAWORLD_MAX_PATH_LENGTH:
+            raise UserError(
+                f"--max-steps plus --post-success-steps must be 1 to {METAWORLD_MAX_PATH_LENGTH} (Meta-World's limit)"
+            )
+        if self.post_success_steps < 0:
+            raise UserError(f"--post-success-steps must be >= 0, got {self.post_success_steps}")
+        return self
+
+    def layout(self) -> dict:
+        """The settings every episode of one dataset must share."""
+        return {
+            "image_size": self.image_size,
+            "camera": self.camera,
+            "max_steps": self.max_steps,
+            "post_success_steps": self.post_success_steps,
+            "supersample": self.supersample,
+        }
+
+
+@dataclass
+class RecordSummary:
+    episodes_recorded: int
+    episodes_skipped: int  # already present (resume)
+    frames: int
+    seconds: float
+    render_seconds: float
+    successes: int
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    @property
+    def render_ms_per_frame(self) -> float:
+        return 1000 * self.render_seconds / self.frames if self.frames else 0.0
+
+
+def _prepare_folder(out: Path, config: RecordConfig, resume: bool) -> dict | None:
+    """Check the output folder before anything is written; return the existing manifest when resuming."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: choose a folder for the dataset")
+    if (out / MANIFEST).is_file():
+        if not resume:
+            raise UserError(
+                f"{out} already holds a dataset: pass --resume to add the missing episodes, or choose another --out"
+            )
+        dataset = Dataset.open(out)  # validates the manifest and every chunk's size
+        if dataset.manifest.get("recording", {}).get("layout") != config.layout():
+            raise UserError(
+                f"{out} was recorded with {dataset.manifest.get('recording', {}).get('layout')}, not "
+                f"{config.layout()}: resume with the same --image-size, --camera, --max-steps, "
+                f"--post-success-steps, or record into another --out"
+            )
+        return dataset.manifest
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty and holds no dataset: choose an empty or new folder for --out")
+    return None
+
+
+def _manifest(config: RecordConfig, episodes: list[EpisodeInfo], actions: list[np.ndarray], control_dt: float) -> dict:
+    import metaworld
+    import mujoco
+
+    all_actions = np.concatenate(actions) if actions else np.zeros((2, len(ACTION_NAMES)), np.float32)
+    stats = ActionStats.from_actions(all_actions).to_dict()
+    stats["units"] = list(ACTION_UNITS)
+    tasks = sorted({ep.task for ep in episodes} | set(config.tasks))
+    return {
+        "format": DATASET_FORMAT,
+        "version": DATASET_VERSION,
+        "simulator": {
+            "name": "metaworld",
+            "metaworld": getattr(metaworld, "__version__", "3.1.1"),
+            "mujoco": mujoco.__version__,
+            "control_dt_s": control_dt,
+        },
+        "recording": {"policy": "scripted-expert", "layout": config.layout()},
+        "image": {
+            "height": config.image_size,
+            "width": config.image_size,
+            "channels": 3,
+            "channel_order": "RGB",
+            "camera": config.camera,
+        },
+        "action": stats,
+        "state": {"names": list(STATE_NAMES)},
+        "sim_obs_dim": SIM_OBS_DIM,
+        "tasks": {t: instruction_for(t) for t in tasks},
+        "num_frames": int(sum(ep.length for ep in episodes)),
+        "episodes": [ep.to_dict() for ep in episodes],
+    }
+
+
+def record(out: str | Path, config: RecordConfig, resume: bool = False, progress: bool = True) -> RecordSummary:
+    """Record `config.episodes_per_task` expert episodes of every task into the dataset folder `out`."""
+    from tqdm import tqdm
+
+    from distill.expert import ScriptedExpert
+    from distill.sim import MetaWorldSim
+
+    config.check()
+    out = Path(out)
+    existing = _prepare_folder(out, config, resume)
+    episodes: list[EpisodeInfo] = []
+    actions: list[np.ndarray] = []
+    done: set[tuple[str, int]] = set()
+    if existing is not None:
+        dataset = Dataset(out, existing)
+        episodes = list(dataset.episodes)
+        actions = [dataset.load_episode(ep.index).actions for ep in episodes]
+        done = {(ep.task, ep.seed) for ep in episodes}
+    (out / EPISODE_DIR).mkdir(parents=True, exist_ok=True)
+
+    todo = [
+        (task, config.seed_start + e)
+        for task in config.tasks
+        for e in range(config.episodes_per_task)
+        if (task, config.seed_start + e) not in done
+    ]
+    summary = RecordSummary(0, config.episodes_per_task * len(config.tasks) - len(todo), 0, 0.0, 0.0, 0)
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="ep", desc="recording", disable=not progress)
+    sim: MetaWorldSim | None = None
+    try:
+        for task, seed in todo:
+            if sim is None or sim.task != task:
+                if sim is not None:
+                    sim.close()
+                sim = MetaWorldSim(task, image_size=config.image_size, camera=config.camera,
+                                   supersample=config.supersample)
+                expert = ScriptedExpert(task)
+            arrays, success_step, render_s = _run_expert_episode(sim, expert, seed, config)
+            index = len(episodes)
+            rel = f"{EPISODE_DIR}/{index:06d}.npz"
+            write_episode_chunk(out / rel, arrays)
+            info = EpisodeInfo(
+                index=index,
+                file=rel,
+                task=task,
+                instruction=sim.instruction,
+                seed=seed,
+                length=len(arrays["actions"]),
+                success=success_step is not None,
+                success_step=success_step,
+                bytes=(out / rel).stat().st_size,
+                sha256=sha256_file(out / rel),
+            )
+            episodes.append(info)
+            actions.append(arrays["actions"])
+            write_json_atomic(out / MANIFEST, _manifest(config, episodes, actions, sim._env.dt))
+            summary.episodes_recorded += 1
+            summary.frames += info.length
+            summary.render_seconds += render_s
+            summary.successes += int(info.success)
+            bar.update(1)
+            bar.set_postfix(task=task.removesuffix("-v3"), fps=f"{summary.frames / (time.perf_counter() - start):.0f}")
+    finally:
+        bar.close()
+        if sim is not None:
+            sim.close()
+    if not episodes:
+        raise DatasetError("nothing was recorded: check --tasks and --episodes")
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run_expert_episode(sim, expert, seed: int, config: RecordConfig) -> tuple[dict[str, np.ndarray], int | None, float]:
+    """Run one expert episode; return its arrays, the first frame showing success, and render seconds."""
+    frames, states, sim_obs, acts, succ = [], [], [], [], []
+    expert.reset()
+    step = sim.reset(seed)
+    success_step: int | None = None
+    render_s = 0.0
+    t = 0
+    while True:
+        r0 = time.perf_counter()
+        obs = sim.observation()
+        render_s += time.perf_counter() - r0
+        action = expert.act(obs).values.copy()  # (5,)
+        action[TERMINATE_INDEX] = 1.0 if success_step is not None else 0.0
+        frames.append(obs.image)
+        states.append(obs.state)
+        sim_obs.append(step.sim_obs)
+        acts.append(action)
+        step = sim.step(action[:4])
+        succ.append(step.success)
+        t += 1
+        if step.success and success_step is None:
+            success_step = t  # the next frame is the first that shows success
+        if success_step is not None and t >= success_step + config.post_success_steps:
+            break
+        if success_step is None and t >= config.max_steps:
+            break
+    arrays = {
+        "frames": np.stack(frames).astype(np.uint8),
+        "state": np.stack(states).astype(np.float32),
+        "sim_obs": np.stack(sim_obs).astype(np.float32),
+        "actions": np.stack(acts).astype(np.float32),
+        "success": np.asarray(succ, dtype=np.bool_),
+    }
+    return arrays, success_step, render_s

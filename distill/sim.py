@@ -1,0 +1,188 @@
+"""Meta-World v3 behind one small interface: make a task by name and seed, reset, step, render, success.
+
+Rendering is headless on the CPU (EGL through Mesa's llvmpipe by default; set MUJOCO_GL=osmesa to use
+OSMesa instead) with a MuJoCo renderer sized to the image, shadows and reflections off, and
+anti-aliasing by supersampling (render at 2x, average down with OpenCV's area filter): about 8 ms a
+frame at 96 px on these machines, against 14 ms with MuJoCo's 4x multisampling and about 120 ms for
+Meta-World's default renderer.
+
+Example:
+
+    with MetaWorldSim("drawer-open", image_size=96) as sim:
+        step = sim.reset(seed=1000)
+        frame = sim.render()                      # (96, 96, 3) uint8 RGB
+        step = sim.step(np.array([0, 1, 0, -1]))  # delta xyz, gripper, each in [-1, 1]
+        step.success
+"""
+
+from __future__ import annotations
+
+import atexit
+import warnings
+import weakref
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from distill.tasks import instruction_for, resolve_task
+from runtime.policy import Observation
+
+CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+DEFAULT_CAMERA = "corner4"
+DEFAULT_IMAGE_SIZE = 96
+# Meta-World's own hard limit on steps per episode (its env raises past it).
+METAWORLD_MAX_PATH_LENGTH = 500
+STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
+SIM_OBS_DIM = 39
+
+_open_sims: "weakref.WeakSet[MetaWorldSim]" = weakref.WeakSet()
+_atexit_registered = False
+
+
+def _close_open_sims() -> None:
+    # Free GL contexts before MuJoCo's own exit hook tears the EGL display down; registered after
+    # that hook (atexit runs last-registered first), otherwise finalizers fail noisily at exit.
+    for sim in list(_open_sims):
+        sim.close()
+
+
+def _track(sim: "MetaWorldSim") -> None:
+    global _atexit_registered
+    _open_sims.add(sim)
+    if not _atexit_registered:
+        atexit.register(_close_open_sims)
+        _atexit_registered = True
+
+
+@dataclass
+class SimStep:
+    """What the simulator reports after a reset or a step."""
+
+    sim_obs: np.ndarray  # (39,) float64: Meta-World's full observation (hand, objects, goal)
+    state: np.ndarray  # (4,) float32 proprioception: hand xyz (m), gripper opening
+    success: bool
+    reward: float = 0.0
+    truncated: bool = False
+
+
+class MetaWorldSim:
+    """One Meta-World v3 task with seeded resets and a fast headless renderer.
+
+    Object and goal positions are drawn anew at every reset from that reset's seed, so an episode is
+    reproduced exactly by its (task, seed) pair.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        camera: str = DEFAULT_CAMERA,
+        supersample: int = 2,
+    ) -> None:
+        self.task = resolve_task(task)
+        self.instruction = instruction_for(self.task)
+        if camera not in CAMERAS:
+            raise ValueError(f"unknown camera '{camera}': choose one of {', '.join(CAMERAS)}")
+        if not 16 <= int(image_size) <= 1024:
+            raise ValueError(f"image size {image_size} is out of range: use 16 to 1024 pixels (64-128 is typical)")
+        self.image_size = int(image_size)
+        self.camera = camera
+
+        import mujoco
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[f"{self.task}-goal-observable"]()
+        # Re-draw object and goal positions at every reset from the env's seeded generator.
+        self._env._freeze_rand_vec = False
+        self._env.seeded_rand_vec = True
+
+        self._mujoco = mujoco
+        if not 1 <= int(supersample) <= 4:
+            raise ValueError(f"supersample {supersample} is out of range: use 1 (none) to 4")
+        self.supersample = int(supersample)
+        self._env.model.vis.quality.offsamples = 0
+        render_size = self.image_size * self.supersample
+        self._renderer = mujoco.Renderer(self._env.model, render_size, render_size)
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self._last: SimStep | None = None
+        self.steps = 0
+        self.seed: int | None = None
+        _track(self)
+
+    # -- episode -------------------------------------------------------------------------------
+    def reset(self, seed: int) -> SimStep:
+        """Start an episode whose object and goal positions are drawn from `seed`."""
+        self.seed = int(seed)
+        self._env.seed(self.seed)
+        sim_obs, _ = self._env.reset()
+        self.steps = 0
+        self._last = SimStep(sim_obs=sim_obs, state=self._state(sim_obs), success=False)
+        return self._last
+
+    def step(self, action: np.ndarray) -> SimStep:
+        """Apply one action: (4,) delta xyz and gripper in [-1, 1] (values outside are clipped)."""
+        if self._last is None:
+            raise RuntimeError("call reset(seed) before step()")
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (4,):
+            raise ValueError(f"Meta-World actions are 4-D (dx, dy, dz, gripper), got shape {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"non-finite action {action}: refusing to send it to the simulator")
+        if self.steps >= METAWORLD_MAX_PATH_LENGTH:
+            raise RuntimeError(f"episode is over after {METAWORLD_MAX_PATH_LENGTH} steps: call reset(seed)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sim_obs, reward, _, truncated, info = self._env.step(np.clip(action, -1.0, 1.0))
+        self.steps += 1
+        self._last = SimStep(
+            sim_obs=sim_obs,
+            state=self._state(sim_obs),
+            success=bool(info["success"]),
+            reward=float(reward),
+            truncated=bool(truncated),
+        )
+        return self._last
+
+    def render(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB frame from the configured camera, top row first."""
+        self._renderer.update_scene(self._env.data, camera=self.camera)
+        # Meta-World's cameras are mounted upside down relative to MuJoCo's image convention.
+        frame = self._renderer.render()[::-1, ::-1]
+        if self.supersample > 1:
+            size = (self.image_size, self.image_size)
+            return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(frame)
+
+    def observation(self) -> Observation:
+        """The current frame, instruction and state as a policy `Observation`."""
+        if self._last is None:
+            raise RuntimeError("call reset(seed) before observation()")
+        return Observation(
+            image=self.render(),
+            instruction=self.instruction,
+            state=self._last.state,
+            sim_state=self._last.sim_obs,
+        )
+
+    @staticmethod
+    def _state(sim_obs: np.ndarray) -> np.ndarray:
+        return np.asarray(sim_obs[:4], dtype=np.float32)
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def close(self) -> None:
+        renderer, self._renderer = getattr(self, "_renderer", None), None
+        if renderer is not None:
+            renderer.close()
+        env, self._env = getattr(self, "_env", None), None
+        if env is not None:
+            env.close()
+
+    def __enter__(self) -> "MetaWorldSim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,54 @@
+"""Write files so that a crash never leaves a half-written one: temporary file, fsync, rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside `path`; on a clean exit it replaces `path` in one rename.
+
+    On an exception the temporary file is removed and any existing `path` is left untouched.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
+    """Serialize `obj` to JSON at `path` atomically (indented, stable key order, trailing newline)."""
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable; not every platform can open a folder, which is then skipped."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

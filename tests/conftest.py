@@ -1,0 +1,46 @@
+"""Shared fixtures. Environment first: these must be set before torch or MuJoCo is imported."""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HAVE_SIM = importlib.util.find_spec("metaworld") is not None and importlib.util.find_spec("mujoco") is not None
+
+needs_sim = pytest.mark.skipif(not HAVE_SIM, reason="Meta-World is not installed: pip install '.[train]'")
+
+# A tiny recording shared by the dataset and evaluator tests: 2 tasks x 2 episodes at 32 px.
+TINY_TASKS = "drawer-open,reach"
+TINY_EPISODES = 2
+TINY_IMAGE = 32
+
+
+def run_module(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m <args>` as a user would, capturing output."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A real dataset recorded through the command line (2 tasks x 2 expert episodes, 32x32 frames)."""
+    if not HAVE_SIM:
+        pytest.skip("Meta-World is not installed")
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    proc = run_module(
+        "distill", "record", "--out", str(out), "--tasks", TINY_TASKS, "--episodes", str(TINY_EPISODES),
+        "--image-size", str(TINY_IMAGE), "--post-success-steps", "3", "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out
