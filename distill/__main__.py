@@ -5,6 +5,7 @@ Examples:
     python -m distill tasks
     python -m distill record --out data/demos --tasks default --episodes 50
     python -m distill inspect data/demos --verify
+    python -m distill tokenizer --dataset data/demos --scheme last --vocab-size 1024 --out runs/action_tokenizer.json
     python -m distill evaluate --policy expert --tasks drawer-open,push --seeds 20 --out runs/eval_expert.json
 """
 
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from pathlib import Path
 
-from runtime.errors import UserError, run_cli
+from runtime.cli import CommandLine
+from runtime.errors import UserError
 
 
 def _add_sim_args(p: argparse.ArgumentParser, defaults_from_dataset: bool = False) -> None:
@@ -27,50 +29,6 @@ def _add_sim_args(p: argparse.ArgumentParser, defaults_from_dataset: bool = Fals
                    help="Meta-World camera" + hint.replace("%(default)s", DEFAULT_CAMERA))
     p.add_argument("--max-steps", type=int, default=200, help="steps before an episode counts as failed (default: 200)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m distill",
-        description="Simulator demonstrations, datasets and closed-loop evaluation (training commands come with the teacher).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("Examples:", 1)[1],
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    sub.add_parser("tasks", help="list the Meta-World tasks, their instructions and the default set",
-                   description="List every task with its instruction; * marks the default set.")
-
-    rec = sub.add_parser("record", help="record scripted-expert demonstrations to a dataset folder",
-                         description="Record scripted-expert episodes (frames, state, actions, success) to a dataset. "
-                                     "Example: python -m distill record --out data/demos --tasks default --episodes 50")
-    rec.add_argument("--out", required=True, help="dataset folder to create (or to complete with --resume)")
-    rec.add_argument("--tasks", default="default", help="comma-separated task names, or 'default' (default: %(default)s)")
-    rec.add_argument("--episodes", type=int, default=50, help="episodes per task (default: %(default)s)")
-    rec.add_argument("--seed-start", type=int, default=0, help="first seed; episode e uses seed-start + e (default: %(default)s)")
-    rec.add_argument("--post-success-steps", type=int, default=10,
-                     help="steps recorded after success with terminate = 1 (default: %(default)s)")
-    rec.add_argument("--resume", action="store_true", help="add the missing episodes to an existing dataset")
-    _add_sim_args(rec)
-
-    ins = sub.add_parser("inspect", help="summarize a dataset and check its files",
-                         description="Print a dataset's tasks, episodes and action statistics. "
-                                     "Example: python -m distill inspect data/demos --verify")
-    ins.add_argument("dataset", help="dataset folder")
-    ins.add_argument("--verify", action="store_true", help="also check every chunk's sha256 and array shapes")
-
-    ev = sub.add_parser("evaluate", help="run a policy in the simulator on unseen seeds and report success",
-                        description="Closed-loop evaluation over N unseen seeds per task; writes JSON and prints a table. "
-                                    "Example: python -m distill evaluate --policy expert --seeds 20 --out runs/eval.json")
-    ev.add_argument("--policy", default="expert", help="policy to run: 'expert' (Meta-World's scripted expert)")
-    ev.add_argument("--tasks", default="default", help="comma-separated task names, or 'default' (default: %(default)s)")
-    ev.add_argument("--seeds", type=int, default=20, help="episodes (seeds) per task (default: %(default)s)")
-    ev.add_argument("--seed-start", type=int, default=None,
-                    help="first evaluation seed (default: 100000, above every recorded seed)")
-    ev.add_argument("--dataset", help="a dataset whose image settings to use and whose seeds must stay unseen")
-    ev.add_argument("--out", default="runs/eval.json", help="JSON report path (default: %(default)s)")
-    _add_sim_args(ev, defaults_from_dataset=True)
-    return parser
 
 
 def cmd_tasks(args) -> int:
@@ -151,17 +109,77 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"tasks": cmd_tasks, "record": cmd_record, "inspect": cmd_inspect, "evaluate": cmd_evaluate}
+def cmd_tokenizer(args) -> int:
+    from distill.dataset import Dataset
+    from distill.make_tokenizer import build_tokenizer, load_id_table
+    from runtime.action_tokenizer import ActionIdTable
+
+    dataset = Dataset.open(args.dataset)
+    if args.scheme == "last":
+        if args.vocab_size is None:
+            raise UserError("--scheme last needs --vocab-size (the model's vocabulary size)")
+        table = ActionIdTable.last(args.vocab_size)
+    else:
+        table = load_id_table(args.ids, args.vocab_size)
+    tokenizer = build_tokenizer(dataset, table)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(args.out)
+    print(f"action tokenizer: {tokenizer.dim} dimensions x {tokenizer.n_bins} bins, {table.describe()}\nwritten: {args.out}")
+    return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    return COMMANDS[args.command](args)
+cli = CommandLine(
+    "python -m distill",
+    "Simulator demonstrations, datasets and closed-loop evaluation (training commands come with the teacher).",
+    __doc__,
+)
+cli.command("tasks", "list the Meta-World tasks, their instructions and the default set", "python -m distill tasks",
+            cmd_tasks, description="List every task with its instruction; * marks the default set.")
 
+_rec = cli.command(
+    "record", "record scripted-expert demonstrations to a dataset folder",
+    "python -m distill record --out data/demos --tasks default --episodes 50", cmd_record,
+    description="Record scripted-expert episodes (frames, state, actions, success) to a dataset (see distill/DATASET.md).",
+)
+_rec.add_argument("--out", required=True, help="dataset folder to create (or to complete with --resume)")
+_rec.add_argument("--tasks", default="default", help="comma-separated task names, or 'default' (default: %(default)s)")
+_rec.add_argument("--episodes", type=int, default=50, help="episodes per task (default: %(default)s)")
+_rec.add_argument("--seed-start", type=int, default=0, help="first seed; episode e uses seed-start + e (default: %(default)s)")
+_rec.add_argument("--post-success-steps", type=int, default=10,
+                  help="steps recorded after success with terminate = 1 (default: %(default)s)")
+_rec.add_argument("--resume", action="store_true", help="add the missing episodes to an existing dataset")
+_add_sim_args(_rec)
+
+_ins = cli.command("inspect", "summarize a dataset and check its files", "python -m distill inspect data/demos --verify",
+                   cmd_inspect, description="Print a dataset's tasks, episodes and action statistics.")
+_ins.add_argument("dataset", help="dataset folder")
+_ins.add_argument("--verify", action="store_true", help="also check every chunk's sha256 and array shapes")
+
+_tok = cli.command(
+    "tokenizer", "build the action tokenizer (statistics + 256 vocabulary ids) for a dataset",
+    "python -m distill tokenizer --dataset data/demos --scheme last --vocab-size 1024 --out runs/action_tokenizer.json",
+    cmd_tokenizer, description="Build an action tokenizer from a dataset's 1st/99th percentiles and an id table.",
+)
+_tok.add_argument("--dataset", required=True, help="dataset folder whose action statistics to use")
+_group = _tok.add_mutually_exclusive_group(required=True)
+_group.add_argument("--scheme", choices=["last"], help="'last': the last 256 ids of the vocabulary (OpenVLA)")
+_group.add_argument("--ids", help="JSON file with the id table, or a plain list of 256 ids (with --vocab-size)")
+_tok.add_argument("--vocab-size", type=int, help="the language model's vocabulary size")
+_tok.add_argument("--out", required=True, help="tokenizer JSON to write")
+
+_ev = cli.command(
+    "evaluate", "run a policy in the simulator on unseen seeds and report success",
+    "python -m distill evaluate --policy expert --seeds 20 --out runs/eval.json", cmd_evaluate,
+    description="Closed-loop evaluation over N unseen seeds per task; writes JSON and prints a table.",
+)
+_ev.add_argument("--policy", default="expert", help="policy to run: 'expert' (Meta-World's scripted expert)")
+_ev.add_argument("--tasks", default="default", help="comma-separated task names, or 'default' (default: %(default)s)")
+_ev.add_argument("--seeds", type=int, default=20, help="episodes (seeds) per task (default: %(default)s)")
+_ev.add_argument("--seed-start", type=int, default=None,
+                 help="first evaluation seed (default: 100000, above every recorded seed)")
+_ev.add_argument("--dataset", help="a dataset whose image settings to use and whose seeds must stay unseen")
+_ev.add_argument("--out", default="runs/eval.json", help="JSON report path (default: %(default)s)")
+_add_sim_args(_ev, defaults_from_dataset=True)
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(cli.run())
