@@ -81,6 +81,20 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def policy_factory(spec: str):
+    """'expert' -> Meta-World's scripted expert per task; a model folder -> its PyTorch reference policy."""
+    if spec == "expert":
+        from distill.expert import ScriptedExpert
+
+        return ScriptedExpert, "expert"
+    if Path(spec).is_dir():
+        from distill.reference_policy import TorchVlaPolicy
+
+        policy = TorchVlaPolicy.load(spec)
+        return (lambda task: policy), f"torch:{spec}"
+    raise UserError(f"unknown policy '{spec}': pass 'expert' or a model folder (e.g. models/teacher)")
+
+
 def cmd_evaluate(args) -> int:
     from distill.dataset import Dataset
     from distill.evaluate import EVAL_SEED_START, EvalConfig, check_unseen, evaluate, format_table, write_report
@@ -97,15 +111,32 @@ def cmd_evaluate(args) -> int:
     ).check()
     if dataset is not None:
         check_unseen(config, dataset)
-    if args.policy != "expert":
-        raise UserError(f"unknown policy '{args.policy}': this version evaluates 'expert' (the scripted expert)")
-
-    from distill.expert import ScriptedExpert
-
-    report = evaluate(ScriptedExpert, config, policy_name="expert", progress=not args.no_progress)
+    make_policy, name = policy_factory(args.policy)
+    report = evaluate(make_policy, config, policy_name=name, progress=not args.no_progress)
     path = write_report(report, args.out)
     print(format_table(report))
     print(f"report: {path}")
+    return 0
+
+
+def cmd_train_teacher(args) -> int:
+    import dataclasses
+
+    from distill.train_teacher import TrainConfig, smoke_config, train_teacher
+
+    config = smoke_config(args.dataset, args.out) if args.smoke else TrainConfig(dataset=args.dataset, out=args.out)
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "robot_ratio": args.robot_ratio}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    config.seed, config.threads, config.device = args.seed, args.threads, args.device
+    if args.image_size:
+        config.sizes = dataclasses.replace(config.sizes, image_size=args.image_size)
+    report = train_teacher(config, progress=not args.no_progress, command=["python", "-m", "distill", *sys.argv[1:]])
+    held = report["heldout"]
+    print(f"teacher: {report['parameters'] / 1e6:.2f}M parameters, {report['steps']} steps, "
+          f"{report['samples_per_second']} samples/s; held-out action token accuracy "
+          f"{held['action_token_accuracy']:.3f}, question accuracy {held['question_accuracy']:.3f}\nwritten: {args.out}")
     return 0
 
 
@@ -172,7 +203,8 @@ _ev = cli.command(
     "python -m distill evaluate --policy expert --seeds 20 --out runs/eval.json", cmd_evaluate,
     description="Closed-loop evaluation over N unseen seeds per task; writes JSON and prints a table.",
 )
-_ev.add_argument("--policy", default="expert", help="policy to run: 'expert' (Meta-World's scripted expert)")
+_ev.add_argument("--policy", default="expert",
+                 help="'expert' (Meta-World's scripted expert) or a model folder such as models/teacher")
 _ev.add_argument("--tasks", default="default", help="comma-separated task names, or 'default' (default: %(default)s)")
 _ev.add_argument("--seeds", type=int, default=20, help="episodes (seeds) per task (default: %(default)s)")
 _ev.add_argument("--seed-start", type=int, default=None,
@@ -180,6 +212,25 @@ _ev.add_argument("--seed-start", type=int, default=None,
 _ev.add_argument("--dataset", help="a dataset whose image settings to use and whose seeds must stay unseen")
 _ev.add_argument("--out", default="runs/eval.json", help="JSON report path (default: %(default)s)")
 _add_sim_args(_ev, defaults_from_dataset=True)
+
+_tt = cli.command(
+    "train-teacher", "train the reference teacher VLA (RT-2 co-fine-tuning; resumable)",
+    "python -m distill train-teacher --dataset data/demos --out models/teacher --steps 20000", cmd_train_teacher,
+    description="Co-fine-tune a SigLIP + Llama VLA on robot actions and scene questions. Running the same command "
+                "again resumes from <out>/checkpoint. --smoke trains a tiny model for a few steps.",
+)
+_tt.add_argument("--dataset", required=True, help="dataset folder from `python -m distill record`")
+_tt.add_argument("--out", required=True, help="teacher folder to write (weights, tokenizers, training.json)")
+_tt.add_argument("--steps", type=int, default=None, help="total optimizer steps (default: 20000; smoke: 40)")
+_tt.add_argument("--batch-size", type=int, default=None, help="samples per step (default: 32)")
+_tt.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 3e-4)")
+_tt.add_argument("--robot-ratio", type=float, default=None, help="share of robot samples per batch (default: 0.66)")
+_tt.add_argument("--seed", type=int, default=0, help="seed for weights and batches (default: %(default)s)")
+_tt.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, fastest here)")
+_tt.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda' (default: auto)")
+_tt.add_argument("--image-size", type=int, default=None, help="model image size (default: 96; the dataset's frames are resized)")
+_tt.add_argument("--smoke", action="store_true", help="tiny model, 40 steps: a check that training works")
+_tt.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 if __name__ == "__main__":
     sys.exit(cli.run())

@@ -1,0 +1,149 @@
+"""Training samples for RT-2-style co-fine-tuning: robot frames (image + instruction -> action ids)
+mixed with scene questions (image + question -> answer), held in memory as compact tensors.
+
+    data = CoTrainingData.build(dataset, text_tok, action_tok, episodes, image_size=96)
+    batch = data.sample(rng, batch_size=32, robot_ratio=0.66, shift=4)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from distill.dataset import Dataset
+from distill.prompts import BOS, EOS, PAD, action_prompt, question_prompt
+from distill.vqa import QUESTION_TYPES, answer
+from runtime.action_tokenizer import ActionTokenizer
+from runtime.errors import UserError
+
+TARGET_LEN = 5  # action tokens per step; answers are padded to the same length
+IGNORE = -100
+
+
+def encode_prompt(text_tok, text: str) -> list[int]:
+    return [text_tok.token_to_id(BOS)] + text_tok.encode(text).ids
+
+
+@dataclass
+class CoTrainingData:
+    frames: torch.Tensor  # (N, H, W, 3) uint8
+    action_targets: torch.Tensor  # (N, 5) long vocabulary ids of the expert's action
+    frame_prompt: torch.Tensor  # (N,) long index into `prompts` (the frame's action prompt)
+    qa_frame: torch.Tensor  # (M,) long frame of each question
+    qa_prompt: torch.Tensor  # (M,) long index into `prompts`
+    qa_answer: torch.Tensor  # (M, 5) long answer ids + <eos>, padded with IGNORE
+    qa_kind: list[str]  # (M,) question type
+    prompts: list[list[int]]  # prompt id lists (action prompts per task, then questions)
+    pad_id: int
+
+    @classmethod
+    def build(cls, dataset: Dataset, text_tok, action_tok: ActionTokenizer, episodes: list[int], image_size: int,
+              progress: bool = False) -> "CoTrainingData":
+        from tqdm import tqdm
+
+        if not episodes:
+            raise UserError(f"no episodes selected from {dataset.root}: record some with `python -m distill record`")
+        prompt_index: dict[str, int] = {}
+        prompts: list[list[int]] = []
+
+        def prompt_id(text: str) -> int:
+            if text not in prompt_index:
+                prompt_index[text] = len(prompts)
+                prompts.append(encode_prompt(text_tok, text))
+            return prompt_index[text]
+
+        eos = text_tok.token_to_id(EOS)
+        frames, targets, frame_prompt = [], [], []
+        qa_frame, qa_prompt, qa_answer, qa_kind = [], [], [], []
+        offset = 0
+        for index in tqdm(episodes, desc="loading episodes", unit="ep", disable=not progress):
+            ep = dataset.load_episode(index)
+            images = ep.frames
+            if images.shape[1] != image_size:
+                images = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA) for f in images])
+            frames.append(images)
+            targets.append(action_tok.encode(ep.actions))
+            frame_prompt += [prompt_id(action_prompt(ep.info.instruction))] * len(ep)
+            for t in range(len(ep)):
+                for kind in QUESTION_TYPES:
+                    qa = answer(kind, ep.info.task, ep.sim_obs, t, ep.info.success_step)
+                    if qa is None:
+                        continue
+                    ids = text_tok.encode(qa[1]).ids + [eos]
+                    if len(ids) > TARGET_LEN:
+                        raise UserError(f"answer '{qa[1]}' is longer than {TARGET_LEN - 1} tokens")
+                    qa_frame.append(offset + t)
+                    qa_prompt.append(prompt_id(question_prompt(qa[0])))
+                    qa_answer.append(ids + [IGNORE] * (TARGET_LEN - len(ids)))
+                    qa_kind.append(kind)
+            offset += len(ep)
+        return cls(
+            frames=torch.from_numpy(np.concatenate(frames)),
+            action_targets=torch.from_numpy(np.concatenate(targets)).long(),
+            frame_prompt=torch.tensor(frame_prompt, dtype=torch.long),
+            qa_frame=torch.tensor(qa_frame, dtype=torch.long),
+            qa_prompt=torch.tensor(qa_prompt, dtype=torch.long),
+            qa_answer=torch.tensor(qa_answer, dtype=torch.long),
+            qa_kind=qa_kind,
+            prompts=prompts,
+            pad_id=text_tok.token_to_id(PAD),
+        )
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def pad_prompts(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-pad the prompts `indices` to a common length: (B, Lp) ids and (B, Lp) mask."""
+        rows = [self.prompts[i] for i in indices.tolist()]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, row in enumerate(rows):
+            ids[k, width - len(row):] = torch.tensor(row)
+            mask[k, width - len(row):] = 1
+        return ids, mask
+
+    def batch(self, frame_idx: torch.Tensor, prompt_idx: torch.Tensor, targets: torch.Tensor,
+              shifts: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Assemble a batch; `targets` (B, 5) with IGNORE past the answer; `shifts` (B, 2) pixel offsets."""
+        frames = self.frames[frame_idx]  # (B, H, W, 3)
+        if shifts is not None:
+            frames = random_shift(frames, shifts)
+        prompt_ids, prompt_mask = self.pad_prompts(prompt_idx)
+        inputs = targets[:, :-1].clone()
+        inputs[inputs == IGNORE] = self.pad_id
+        return {"frames": frames, "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
+                "target_inputs": inputs, "labels": targets}
+
+    def sample(self, rng: np.random.Generator, batch_size: int, robot_ratio: float, shift: int) -> dict[str, torch.Tensor]:
+        """A mixed batch: each row is a robot sample with probability `robot_ratio`, else a question."""
+        robot = rng.random(batch_size) < robot_ratio
+        if len(self.qa_frame) == 0:
+            robot[:] = True
+        n_robot = int(robot.sum())
+        frame_rows = torch.from_numpy(rng.integers(0, len(self), n_robot))
+        qa_rows = torch.from_numpy(rng.integers(0, max(len(self.qa_frame), 1), batch_size - n_robot))
+        frame_idx = torch.cat([frame_rows, self.qa_frame[qa_rows] if len(qa_rows) else qa_rows])
+        prompt_idx = torch.cat([self.frame_prompt[frame_rows], self.qa_prompt[qa_rows] if len(qa_rows) else qa_rows])
+        targets = torch.cat([self.action_targets[frame_rows], self.qa_answer[qa_rows] if len(qa_rows) else
+                             torch.zeros((0, TARGET_LEN), dtype=torch.long)])
+        shifts = torch.from_numpy(rng.integers(-shift, shift + 1, (batch_size, 2))) if shift else None
+        out = self.batch(frame_idx, prompt_idx, targets, shifts)
+        out["is_robot"] = torch.cat([torch.ones(n_robot, dtype=torch.bool), torch.zeros(batch_size - n_robot, dtype=torch.bool)])
+        return out
+
+
+def random_shift(frames: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Shift each (H, W, 3) frame by (dy, dx) pixels, repeating the border (DrQ-style augmentation)."""
+    pad = int(shifts.abs().max())
+    if pad == 0:
+        return frames
+    h, w = frames.shape[1:3]
+    padded = torch.nn.functional.pad(frames.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
+    out = torch.empty_like(frames)
+    for k, (dy, dx) in enumerate(shifts.tolist()):
+        out[k] = padded[k, :, pad + dy: pad + dy + h, pad + dx: pad + dx + w].permute(1, 2, 0).to(frames.dtype)
+    return out

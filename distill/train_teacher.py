@@ -1,0 +1,285 @@
+"""Train the reference teacher: RT-2-style co-fine-tuning of a SigLIP + Llama VLA on robot frames
+(image + instruction -> 5 action ids) mixed with scene questions (image + question -> answer).
+
+    python -m distill train-teacher --dataset data/demos --out models/teacher --steps 20000
+    python -m distill train-teacher --dataset data/demos --out runs/smoke --smoke
+
+Resumable: a checkpoint is written to <out>/checkpoint every --checkpoint-every steps; running the same
+command again continues from it. Deterministic given --seed: the batch at step k depends only on
+(seed, k), so a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.checkpoint import load_checkpoint, save_checkpoint
+from distill.dataset import Dataset
+from distill.decoding import allowed_mask, greedy_decode
+from distill.model import SMOKE_SIZES, TEACHER_SIZES, ModelSizes, VlaConfig, VlaModel, count_parameters
+from distill.prompts import BOS, EOS, PAD
+from distill.teacher_data import IGNORE, TARGET_LEN, CoTrainingData
+from distill.text_tokenizer import build_text_tokenizer, save_text_tokenizer
+from runtime.action_tokenizer import ActionTokenizer
+from runtime.atomic_io import write_json_atomic
+from runtime.errors import UserError
+
+ACTION_TOKENIZER_FILE = "action_tokenizer.json"
+TRAINING_FILE = "training.json"
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    out: str
+    steps: int = 20_000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 300
+    robot_ratio: float = 0.66  # RT-2 used 50-66% robot data
+    shift: int = 4  # random-shift augmentation, pixels
+    seed: int = 0
+    heldout_fraction: float = 0.1
+    checkpoint_every: int = 250
+    eval_every: int = 2000
+    log_every: int = 50
+    threads: int = 1
+    device: str = "auto"
+    sizes: ModelSizes = field(default_factory=lambda: TEACHER_SIZES)
+
+    def check(self) -> "TrainConfig":
+        if self.steps < 1 or self.batch_size < 1:
+            raise UserError("--steps and --batch-size must be at least 1")
+        if not 0.0 <= self.robot_ratio <= 1.0:
+            raise UserError(f"--robot-ratio must be in [0, 1], got {self.robot_ratio}")
+        if not 0.0 <= self.heldout_fraction < 0.5:
+            raise UserError(f"--heldout-fraction must be in [0, 0.5), got {self.heldout_fraction}")
+        try:
+            self.sizes.check()
+        except ValueError as err:
+            raise UserError(f"model sizes: {err}") from None
+        return self
+
+
+def smoke_config(dataset: str, out: str) -> TrainConfig:
+    """A few steps of a tiny model: for tests, under a minute on one core."""
+    return TrainConfig(dataset=dataset, out=out, steps=40, batch_size=8, lr=2e-3, warmup_steps=5, shift=1,
+                       checkpoint_every=20, eval_every=10_000, log_every=10, sizes=SMOKE_SIZES)
+
+
+def split_episodes(dataset: Dataset, fraction: float) -> tuple[list[int], list[int]]:
+    """(train, held-out) episode indices: the highest seeds of each task are held out."""
+    train, heldout = [], []
+    for task in sorted(dataset.tasks):
+        eps = sorted((e for e in dataset.episodes if e.task == task), key=lambda e: e.seed)
+        n_held = math.ceil(len(eps) * fraction) if len(eps) > 1 and fraction > 0 else 0
+        train += [e.index for e in eps[: len(eps) - n_held]]
+        heldout += [e.index for e in eps[len(eps) - n_held:]]
+    return train, heldout
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak at the last step."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+
+
+def loss_on_batch(model, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-entropy over the full vocabulary on the target tokens (RT-2), split by sample kind."""
+    pixels = model.preprocess(batch["frames"].to(device))
+    logits = model(pixels, batch["prompt_ids"].to(device), batch["prompt_mask"].to(device),
+                   batch["target_inputs"].to(device))  # (B, 5, vocab)
+    labels = batch["labels"].to(device)
+    per_token = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
+                                                  reduction="none").view_as(labels)
+    valid = (labels != IGNORE).float()
+    loss = (per_token * valid).sum() / valid.sum()
+    robot = batch["is_robot"].to(device)
+    parts = {}
+    for name, rows in (("action_loss", robot), ("question_loss", ~robot)):
+        if rows.any():
+            parts[name] = float((per_token[rows] * valid[rows]).detach().sum() / valid[rows].sum())
+    return loss, parts
+
+
+@torch.no_grad()
+def heldout_metrics(model, data: CoTrainingData, action_tok: ActionTokenizer, text_tok, device: torch.device,
+                    max_samples: int = 512, batch_size: int = 64) -> dict:
+    """Greedy masked decoding on held-out frames: action token accuracy, bin error, question accuracy."""
+    model.eval()
+    vocab = model.config.text_config.vocab_size
+    action_mask = allowed_mask(vocab, allowed=model.action_ids).to(device)
+    text_mask = allowed_mask(vocab, banned=model.action_ids).to(device)
+    eos = text_tok.token_to_id(EOS)
+    gen = np.random.default_rng(1234)
+    frames = torch.from_numpy(np.sort(gen.permutation(len(data))[:max_samples]))
+    correct = total = 0
+    bin_errors = []
+    for chunk in frames.split(batch_size):
+        batch = data.batch(chunk, data.frame_prompt[chunk], data.action_targets[chunk])
+        pixels = model.preprocess(batch["frames"].to(device))
+        ids = greedy_decode(model, pixels, batch["prompt_ids"].to(device), batch["prompt_mask"].to(device),
+                            TARGET_LEN, action_mask).cpu()
+        truth = batch["labels"]
+        correct += int((ids == truth).sum())
+        total += truth.numel()
+        bin_errors.append((action_tok.ids_to_bins(ids.numpy()) - action_tok.ids_to_bins(truth.numpy())).__abs__())
+    qa_rows = torch.from_numpy(np.sort(gen.permutation(len(data.qa_frame))[:max_samples]))
+    by_kind: dict[str, list[bool]] = {}
+    for chunk in qa_rows.split(batch_size):
+        batch = data.batch(data.qa_frame[chunk], data.qa_prompt[chunk], data.qa_answer[chunk])
+        pixels = model.preprocess(batch["frames"].to(device))
+        ids = greedy_decode(model, pixels, batch["prompt_ids"].to(device), batch["prompt_mask"].to(device),
+                            TARGET_LEN, text_mask, stop_id=eos).cpu()
+        for k, (row, truth) in enumerate(zip(ids.tolist(), batch["labels"].tolist())):
+            want = [t for t in truth if t != IGNORE]
+            by_kind.setdefault(data.qa_kind[int(chunk[k])], []).append(row[: len(want)] == want)
+    model.train()
+    all_answers = [ok for oks in by_kind.values() for ok in oks]
+    errors = np.concatenate(bin_errors) if bin_errors else np.zeros((0,))
+    return {
+        "action_token_accuracy": correct / max(total, 1),
+        "action_bin_error_mean": float(errors.mean()) if errors.size else None,
+        "action_frames": int(len(frames)),
+        "question_accuracy": float(np.mean(all_answers)) if all_answers else None,
+        "question_accuracy_by_kind": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())},
+        "questions": len(all_answers),
+    }
+
+
+def train_teacher(config: TrainConfig, progress: bool = True, command: list[str] | None = None) -> dict:
+    """Train (or resume) and write the teacher folder; returns the metrics written to training.json."""
+    from tqdm import tqdm
+
+    config.check()
+    torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    dataset = Dataset.open(config.dataset)
+    if len(dataset) == 0:
+        raise UserError(f"dataset {config.dataset} has no episodes: record some with `python -m distill record`")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text_tok, table = build_text_tokenizer()
+    stats = dataset.action_stats
+    action_tok = ActionTokenizer.from_statistics(stats.names, low=stats.p01, high=stats.p99, table=table,
+                                                 units=dataset.manifest["action"].get("units"))
+    train_eps, held_eps = split_episodes(dataset, config.heldout_fraction)
+    image_size = config.sizes.image_size
+    train_data = CoTrainingData.build(dataset, text_tok, action_tok, train_eps, image_size, progress)
+    held_data = CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], image_size, False)
+
+    ckpt = out / CHECKPOINT_DIR
+    if (ckpt / "trainer_state.json").is_file():
+        model, optimizer, state = load_checkpoint(ckpt, VlaModel, lambda m: make_optimizer(m, config))
+        if list(model.config.action_ids) != list(table.ids):
+            raise UserError(f"checkpoint {ckpt} was trained with other action ids: delete it to start over")
+        if state.get("seed") != config.seed:
+            raise UserError(f"checkpoint {ckpt} was trained with seed {state.get('seed')}: pass --seed {state.get('seed')}")
+    else:
+        torch.manual_seed(config.seed)
+        model_config = VlaConfig.from_sizes(config.sizes, text_tok.get_vocab_size(), table.ids,
+                                            text_tok.token_to_id(PAD), text_tok.token_to_id(BOS), text_tok.token_to_id(EOS),
+                                            action_dim=len(stats.names))
+        model = VlaModel(model_config)
+        optimizer = make_optimizer(model, config)
+        state = {"step": 0, "seed": config.seed, "train_seconds": 0.0, "log": []}
+    model.to(device).train()
+
+    start_step = state["step"]
+    t0 = time.perf_counter()
+    bar = tqdm(total=config.steps, initial=start_step, desc="train-teacher", unit="step", disable=not progress)
+    running: dict[str, float] = {}  # exponential averages for the progress bar
+    interval: dict[str, list[float]] = {}  # raw values since the last log entry
+    for step in range(start_step, config.steps):
+        rng = np.random.default_rng([config.seed, step])
+        batch = train_data.sample(rng, config.batch_size, config.robot_ratio, config.shift)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        loss, parts = loss_on_batch(model, batch, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        for key, value in {"loss": float(loss.detach()), **parts}.items():
+            running[key] = 0.98 * running.get(key, value) + 0.02 * value
+            interval.setdefault(key, []).append(value)
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            state["log"].append({"step": done, **{k: round(float(np.mean(v)), 4) for k, v in interval.items()}})
+            interval.clear()
+        if done % config.eval_every == 0 and done < config.steps:
+            metrics = heldout_metrics(model, held_data, action_tok, text_tok, device, max_samples=256)
+            state["log"].append({"step": done, "heldout": metrics})
+            bar.write(f"step {done}: held-out action token accuracy {metrics['action_token_accuracy']:.3f}, "
+                      f"question accuracy {metrics['question_accuracy']:.3f}")
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            state.update(step=done, train_seconds=state["train_seconds"] + time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            save_checkpoint(ckpt, model, optimizer, state)
+    bar.close()
+
+    metrics = heldout_metrics(model, held_data, action_tok, text_tok, device)
+    report = {
+        "command": command or ["python", "-m", "distill", "train-teacher"],
+        "seed": config.seed,
+        "config": {**asdict(config), "sizes": asdict(config.sizes)},
+        "parameters": count_parameters(model),
+        "image_tokens": config.sizes.image_tokens,
+        "steps": state["step"],
+        "samples_seen": state["step"] * config.batch_size,
+        "train_seconds": round(state["train_seconds"], 1),
+        "samples_per_second": round(state["step"] * config.batch_size / max(state["train_seconds"], 1e-9), 1),
+        "device": str(device),
+        "threads": config.threads,
+        "dataset": {"path": str(config.dataset), "episodes": len(dataset), "frames": dataset.num_frames,
+                    "train_episodes": len(train_eps), "heldout_episodes": len(held_eps)},
+        "heldout": metrics,
+        "loss_log": state["log"],
+        "torch": torch.__version__,
+    }
+    write_model_folder(out, model.cpu(), text_tok, action_tok, report)
+    return report
+
+
+def write_model_folder(out: Path, model, text_tok, action_tok: ActionTokenizer, report: dict) -> None:
+    """Everything a user needs beside the weights: tokenizers, action statistics, how it was made."""
+    staging = out / ".staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    model.save_pretrained(staging)
+    save_text_tokenizer(text_tok, staging)
+    action_tok.save(staging / ACTION_TOKENIZER_FILE)
+    write_json_atomic(staging / TRAINING_FILE, report)
+    for item in staging.iterdir():
+        os.replace(item, out / item.name)
+    staging.rmdir()
