@@ -125,7 +125,7 @@ def cmd_train_teacher(args) -> int:
     from distill.train_teacher import TrainConfig, smoke_config, train_teacher
 
     config = smoke_config(args.dataset, args.out) if args.smoke else TrainConfig(dataset=args.dataset, out=args.out)
-    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "robot_ratio": args.robot_ratio}
+    overrides = {"steps": args.steps, "stop_at": args.stop_at, "batch_size": args.batch_size, "lr": args.lr, "robot_ratio": args.robot_ratio}
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
@@ -224,6 +224,8 @@ _tt.add_argument("--out", required=True, help="teacher folder to write (weights,
 _tt.add_argument("--steps", type=int, default=None, help="total optimizer steps (default: 20000; smoke: 40)")
 _tt.add_argument("--batch-size", type=int, default=None, help="samples per step (default: 32)")
 _tt.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 3e-4)")
+_tt.add_argument("--stop-at", type=int, default=None,
+                 help="stop at this step with a checkpoint (run again to continue to --steps)")
 _tt.add_argument("--robot-ratio", type=float, default=None, help="share of robot samples per batch (default: 0.66)")
 _tt.add_argument("--seed", type=int, default=0, help="seed for weights and batches (default: %(default)s)")
 _tt.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, fastest here)")

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from runtime.errors import UserError
@@ -81,6 +82,6 @@ def load_model(folder: Path, model_cls):
         raise UserError(f"model folder {folder} lacks {', '.join(missing)}: copy the whole folder again")
     try:
         return model_cls.from_pretrained(folder)
-    except (OSError, ValueError, RuntimeError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load the model in {folder} ({first}): the files are corrupt; copy them again") from None

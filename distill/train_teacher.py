@@ -55,6 +55,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     eval_every: int = 2000
     log_every: int = 50
+    stop_at: int | None = None  # stop (with a checkpoint) at this step; the schedule still runs to `steps`
     threads: int = 1
     device: str = "auto"
     sizes: ModelSizes = field(default_factory=lambda: TEACHER_SIZES)
@@ -217,7 +218,8 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
     bar = tqdm(total=config.steps, initial=start_step, desc="train-teacher", unit="step", disable=not progress)
     running: dict[str, float] = {}  # exponential averages for the progress bar
     interval: dict[str, list[float]] = {}  # raw values since the last log entry
-    for step in range(start_step, config.steps):
+    last_step = min(config.steps, config.stop_at or config.steps)
+    for step in range(start_step, last_step):
         rng = np.random.default_rng([config.seed, step])
         batch = train_data.sample(rng, config.batch_size, config.robot_ratio, config.shift)
         for group in optimizer.param_groups:
@@ -241,7 +243,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
             state["log"].append({"step": done, "heldout": metrics})
             bar.write(f"step {done}: held-out action token accuracy {metrics['action_token_accuracy']:.3f}, "
                       f"question accuracy {metrics['question_accuracy']:.3f}")
-        if done % config.checkpoint_every == 0 or done == config.steps:
+        if done % config.checkpoint_every == 0 or done == last_step:
             state.update(step=done, train_seconds=state["train_seconds"] + time.perf_counter() - t0)
             t0 = time.perf_counter()
             save_checkpoint(ckpt, model, optimizer, state)

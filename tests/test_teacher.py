@@ -1,0 +1,151 @@
+"""The reference teacher's pieces: tokenizer, scene questions, training (smoke), checkpoints,
+masked decoding, the PyTorch reference policy, and damaged model folders."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import needs_sim, run_module
+
+torch = pytest.importorskip("torch")
+pytestmark = needs_sim
+
+
+@pytest.fixture(scope="module")
+def smoke_teacher(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "smoke"
+    proc = run_module("distill", "train-teacher", "--dataset", str(tiny_dataset), "--out", str(out), "--smoke",
+                      "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_text_tokenizer_reserves_unused_ids_for_actions():
+    from distill.text_tokenizer import build_corpus, build_text_tokenizer
+
+    tok, table = build_text_tokenizer()
+    used = {i for text in build_corpus() for i in tok.encode(text).ids}
+    assert len(table.ids) == 256 and not used & set(table.ids)
+    assert {0, 1, 2}.isdisjoint(table.ids)  # special tokens are never action ids
+    again, table2 = build_text_tokenizer()
+    assert table2.ids == table.ids and again.to_str() == tok.to_str()  # deterministic
+
+
+def test_scene_questions_follow_the_simulator_state(tiny_dataset):
+    from distill.dataset import Dataset
+    from distill.vqa import answer
+
+    ds = Dataset.open(tiny_dataset)
+    ep = next(ds.load_episode(e.index) for e in ds.episodes if e.task == "drawer-open-v3")
+    s = ep.info.success_step
+    assert answer("success", "drawer-open-v3", ep.sim_obs, 0, s)[1] == "no"
+    assert answer("success", "drawer-open-v3", ep.sim_obs, s, s)[1] == "yes"
+    assert answer("open_closed", "drawer-open-v3", ep.sim_obs, 1, s) == ("is the drawer open or closed?", "closed")
+    assert answer("open_closed", "drawer-open-v3", ep.sim_obs, s, s)[1] == "open"
+    assert answer("subject", "drawer-open-v3", ep.sim_obs, 0, s)[1] == "the drawer"
+    assert answer("open_closed", "reach-v3", ep.sim_obs, 0, s) is None  # not a question for that task
+
+
+def test_smoke_training_lowers_the_loss_and_writes_a_complete_folder(smoke_teacher):
+    report = json.loads((smoke_teacher / "training.json").read_text())
+    losses = [entry["loss"] for entry in report["loss_log"] if "loss" in entry]
+    assert losses[-1] < losses[0] - 0.5, losses
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "action_tokenizer.json", "training.json"):
+        assert (smoke_teacher / name).is_file(), name
+    assert report["seed"] == 0 and report["command"][:3] == ["python", "-m", "distill"]
+
+
+def test_checkpoint_round_trips_with_identical_logits(smoke_teacher, tmp_path):
+    from distill.model import VlaModel
+
+    model = VlaModel.from_pretrained(smoke_teacher).eval()
+    model.save_pretrained(tmp_path)
+    again = VlaModel.from_pretrained(tmp_path).eval()
+    torch.manual_seed(0)
+    pixels = torch.randn(2, 3, 32, 32)
+    prompt = torch.randint(3, 100, (2, 6))
+    inputs = torch.randint(3, 100, (2, 4))
+    with torch.no_grad():
+        a = model(pixels, prompt, torch.ones_like(prompt), inputs)
+        b = again(pixels, prompt, torch.ones_like(prompt), inputs)
+    assert torch.equal(a, b)
+
+
+def test_resumed_training_equals_uninterrupted_training(tiny_dataset, tmp_path):
+    from distill.model import VlaModel
+    from distill.train_teacher import smoke_config, train_teacher
+
+    straight = smoke_config(str(tiny_dataset), str(tmp_path / "straight"))
+    straight.steps = 20
+    train_teacher(straight, progress=False)
+    first = smoke_config(str(tiny_dataset), str(tmp_path / "resumed"))
+    first.steps, first.stop_at = 20, 10  # interrupted half way
+    train_teacher(first, progress=False)
+    second = smoke_config(str(tiny_dataset), str(tmp_path / "resumed"))
+    second.steps = 20
+    train_teacher(second, progress=False)
+    a = VlaModel.from_pretrained(tmp_path / "straight").state_dict()
+    b = VlaModel.from_pretrained(tmp_path / "resumed").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_masked_decoding_never_emits_a_text_token(smoke_teacher):
+    from distill.decoding import allowed_mask, greedy_decode
+    from distill.model import VlaModel
+
+    model = VlaModel.from_pretrained(smoke_teacher).eval()
+    text_id = 5
+    assert text_id not in model.config.action_ids
+    with torch.no_grad():  # make a text token the unmasked argmax everywhere
+        model.language_model.lm_head.weight[text_id] = 0
+        model.language_model.lm_head.weight[text_id, 0] = 1e4
+        model.language_model.model.norm.weight.fill_(1.0)
+    pixels = torch.randn(3, 3, 32, 32)
+    prompt = torch.randint(3, 100, (3, 5))
+    ones = torch.ones_like(prompt)
+    vocab = model.config.text_config.vocab_size
+    free = greedy_decode(model, pixels, prompt, ones, 5, allowed_mask(vocab))
+    assert (free == text_id).float().mean() > 0.5  # unmasked, the text token wins
+    masked = greedy_decode(model, pixels, prompt, ones, 5, allowed_mask(vocab, allowed=model.action_ids))
+    assert set(masked.flatten().tolist()) <= set(model.config.action_ids)
+
+
+def test_reference_policy_greedy_loop_matches_generate(smoke_teacher):
+    from distill.reference_policy import TorchVlaPolicy
+    from runtime.policy import Observation
+
+    loop = TorchVlaPolicy.load(smoke_teacher)
+    gen = TorchVlaPolicy.load(smoke_teacher, use_generate=True)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        obs = Observation(image=rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), instruction="open the drawer")
+        a, b = loop.act(obs), gen.act(obs)
+        assert np.array_equal(a.tokens, b.tokens)
+        assert a.values.shape == (5,) and set(a.tokens.tolist()) <= set(loop.model.config.action_ids)
+
+
+@pytest.mark.parametrize("damage", ["missing_weights", "corrupt_weights", "foreign_action_tokenizer", "bad_config"])
+def test_damaged_model_folder_is_a_clear_error(smoke_teacher, tmp_path, damage):
+    from runtime.action_tokenizer import ActionIdTable, ActionTokenizer
+
+    folder = tmp_path / "teacher"
+    shutil.copytree(smoke_teacher, folder, ignore=shutil.ignore_patterns("checkpoint"))
+    if damage == "missing_weights":
+        (folder / "model.safetensors").unlink()
+    elif damage == "corrupt_weights":
+        data = (folder / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(data[: len(data) // 3])
+    elif damage == "foreign_action_tokenizer":
+        tok = ActionTokenizer.load(folder / "action_tokenizer.json")
+        other = ActionIdTable.last(tok.table.vocab_size)
+        ActionTokenizer.from_statistics(tok.names, tok.low, tok.high, other, tok.units).save(folder / "action_tokenizer.json")
+    else:
+        (folder / "config.json").write_text("{not json")
+    proc = run_module("distill", "evaluate", "--policy", str(folder), "--tasks", "reach", "--seeds", "1",
+                      "--out", str(tmp_path / "eval.json"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "eval.json").exists()
