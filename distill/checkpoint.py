@@ -41,8 +41,12 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def save_checkpoint(folder: Path, model, optimizer: torch.optim.Optimizer, trainer_state: dict) -> None:
-    """Write the checkpoint next to `folder` and swap it in, so a crash keeps the previous one."""
+def save_checkpoint(folder: Path, model, optimizer: torch.optim.Optimizer, trainer_state: dict,
+                    extra_files: tuple[Path, ...] = ()) -> None:
+    """Write the checkpoint next to `folder` and swap it in, so a crash keeps the previous one.
+
+    `extra_files` (tokenizers, say) are copied in, so a checkpoint can be evaluated as a model folder.
+    """
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
@@ -51,6 +55,8 @@ def save_checkpoint(folder: Path, model, optimizer: torch.optim.Optimizer, train
     tensors, groups = optimizer_tensors(optimizer)
     save_file(tensors, str(tmp / OPTIMIZER_FILE))
     (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, "param_groups": groups}, indent=2))
+    for path in extra_files:
+        shutil.copyfile(path, tmp / Path(path).name)
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
         os.replace(folder, old)

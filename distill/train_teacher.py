@@ -196,6 +196,10 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
     train_data = CoTrainingData.build(dataset, text_tok, action_tok, train_eps, image_size, progress)
     held_data = CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], image_size, False)
 
+    # The tokenizers are fixed before training: write them now, so every checkpoint is a usable model folder.
+    save_text_tokenizer(text_tok, out)
+    action_tok.save(out / ACTION_TOKENIZER_FILE)
+    tokenizer_files = (out / "tokenizer.json", out / ACTION_TOKENIZER_FILE)
     ckpt = out / CHECKPOINT_DIR
     if (ckpt / "trainer_state.json").is_file():
         model, optimizer, state = load_checkpoint(ckpt, VlaModel, lambda m: make_optimizer(m, config))
@@ -246,7 +250,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
         if done % config.checkpoint_every == 0 or done == last_step:
             state.update(step=done, train_seconds=state["train_seconds"] + time.perf_counter() - t0)
             t0 = time.perf_counter()
-            save_checkpoint(ckpt, model, optimizer, state)
+            save_checkpoint(ckpt, model, optimizer, state, extra_files=tokenizer_files)
     bar.close()
 
     metrics = heldout_metrics(model, held_data, action_tok, text_tok, device)
