@@ -16,7 +16,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel, SiglipVisionConfig, SiglipVisionModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
 from distill.prompts import PROMPT_LAYOUT
 
@@ -186,3 +195,8 @@ class VlaModel(PreTrainedModel):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# `AutoConfig.from_pretrained` / `AutoModel.from_pretrained` on a teacher folder work once distill.model is imported.
+AutoConfig.register(VlaConfig.model_type, VlaConfig)
+AutoModel.register(VlaConfig, VlaModel)

@@ -60,9 +60,12 @@ def test_smoke_training_lowers_the_loss_and_writes_a_complete_folder(smoke_teach
 def test_checkpoint_round_trips_with_identical_logits(smoke_teacher, tmp_path):
     from distill.model import VlaModel
 
+    from transformers import AutoModel
+
     model = VlaModel.from_pretrained(smoke_teacher).eval()
     model.save_pretrained(tmp_path)
-    again = VlaModel.from_pretrained(tmp_path).eval()
+    again = AutoModel.from_pretrained(tmp_path).eval()  # a plain from_pretrained call
+    assert type(again) is VlaModel
     torch.manual_seed(0)
     pixels = torch.randn(2, 3, 32, 32)
     prompt = torch.randint(3, 100, (2, 6))
