@@ -26,6 +26,7 @@ import torch
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.dataset import Dataset
 from distill.decoding import allowed_mask, greedy_decode
+from distill.flops import flops_per_action
 from distill.model import SMOKE_SIZES, TEACHER_SIZES, ModelSizes, VlaConfig, VlaModel, count_parameters
 from distill.prompts import BOS, EOS, PAD
 from distill.teacher_data import IGNORE, TARGET_LEN, CoTrainingData
@@ -97,6 +98,11 @@ def lr_at(step: int, config: TrainConfig) -> float:
         return config.lr * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def mean_action_prompt(data: CoTrainingData) -> int:
+    """Mean length of the action prompts, in tokens (<bos> included), rounded."""
+    return round(float(np.mean([len(data.prompts[i]) for i in data.frame_prompt.unique().tolist()])))
 
 
 def pick_device(name: str) -> torch.device:
@@ -260,6 +266,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
         "config": {**asdict(config), "sizes": asdict(config.sizes)},
         "parameters": count_parameters(model),
         "image_tokens": config.sizes.image_tokens,
+        "flops_per_action": flops_per_action(model.config, prompt_tokens=mean_action_prompt(train_data)).as_dict(),
         "steps": state["step"],
         "samples_seen": state["step"] * config.batch_size,
         "train_seconds": round(state["train_seconds"], 1),

@@ -152,3 +152,21 @@ def test_damaged_model_folder_is_a_clear_error(smoke_teacher, tmp_path, damage):
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_analytic_flops_match_torch_flop_counter(smoke_teacher):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from distill.decoding import allowed_mask, greedy_decode
+    from distill.flops import flops_per_action
+    from distill.model import VlaModel
+
+    model = VlaModel.from_pretrained(smoke_teacher).eval()
+    prompt = torch.randint(3, 100, (1, 7))
+    pixels = torch.randn(1, 3, 32, 32)
+    mask = allowed_mask(model.config.text_config.vocab_size, allowed=model.action_ids)
+    with FlopCounterMode(display=False) as counter:
+        greedy_decode(model, pixels, prompt, torch.ones_like(prompt), 5, mask)
+    measured = counter.get_total_flops()
+    analytic = flops_per_action(model.config, prompt_tokens=7).total
+    assert abs(analytic - measured) / measured < 0.05, (analytic, measured)
