@@ -140,6 +140,13 @@ def cmd_train_teacher(args) -> int:
     return 0
 
 
+def cmd_card(args) -> int:
+    from distill.model_card import write_card
+
+    print(f"written: {write_card(args.model, args.eval)}")
+    return 0
+
+
 def cmd_tokenizer(args) -> int:
     from distill.dataset import Dataset
     from distill.make_tokenizer import build_tokenizer, load_id_table
@@ -233,6 +240,11 @@ _tt.add_argument("--device", default="auto", help="'auto' (CUDA when present), '
 _tt.add_argument("--image-size", type=int, default=None, help="model image size (default: 96; the dataset's frames are resized)")
 _tt.add_argument("--smoke", action="store_true", help="tiny model, 40 steps: a check that training works")
 _tt.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+_card = cli.command("card", "write a model folder's README.md from its training record and an evaluation",
+                    "python -m distill card models/teacher --eval runs/eval_teacher.json", cmd_card)
+_card.add_argument("model", help="model folder (holds training.json)")
+_card.add_argument("--eval", help="closed-loop report from `python -m distill evaluate`, copied into the folder")
 
 if __name__ == "__main__":
     sys.exit(cli.run())

@@ -33,7 +33,7 @@ from typing import Iterator
 
 import numpy as np
 
-from runtime.atomic_io import atomic_open, write_json_atomic
+from runtime.atomic_io import atomic_open
 from runtime.errors import UserError
 
 DATASET_FORMAT = "vla-edge-dataset"

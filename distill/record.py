@@ -11,7 +11,7 @@ say it is done (RT-2's terminate dimension).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np

@@ -11,12 +11,9 @@ command again continues from it. Deterministic given --seed: the batch at step k
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +26,7 @@ from distill.decoding import allowed_mask, greedy_decode
 from distill.flops import flops_per_action
 from distill.model import SMOKE_SIZES, TEACHER_SIZES, ModelSizes, VlaConfig, VlaModel, count_parameters
 from distill.prompts import BOS, EOS, PAD
+from distill.training import LoopSettings, run_loop
 from distill.teacher_data import IGNORE, TARGET_LEN, CoTrainingData
 from distill.text_tokenizer import build_text_tokenizer, save_text_tokenizer
 from runtime.action_tokenizer import ActionTokenizer
@@ -90,14 +88,6 @@ def split_episodes(dataset: Dataset, fraction: float) -> tuple[list[int], list[i
         train += [e.index for e in eps[: len(eps) - n_held]]
         heldout += [e.index for e in eps[len(eps) - n_held:]]
     return train, heldout
-
-
-def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak at the last step."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def mean_action_prompt(data: CoTrainingData) -> int:
@@ -183,8 +173,6 @@ def heldout_metrics(model, data: CoTrainingData, action_tok: ActionTokenizer, te
 
 def train_teacher(config: TrainConfig, progress: bool = True, command: list[str] | None = None) -> dict:
     """Train (or resume) and write the teacher folder; returns the metrics written to training.json."""
-    from tqdm import tqdm
-
     config.check()
     torch.set_num_threads(config.threads)
     device = pick_device(config.device)
@@ -223,41 +211,17 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
         state = {"step": 0, "seed": config.seed, "train_seconds": 0.0, "log": []}
     model.to(device).train()
 
-    start_step = state["step"]
-    t0 = time.perf_counter()
-    bar = tqdm(total=config.steps, initial=start_step, desc="train-teacher", unit="step", disable=not progress)
-    running: dict[str, float] = {}  # exponential averages for the progress bar
-    interval: dict[str, list[float]] = {}  # raw values since the last log entry
-    last_step = min(config.steps, config.stop_at or config.steps)
-    for step in range(start_step, last_step):
-        rng = np.random.default_rng([config.seed, step])
-        batch = train_data.sample(rng, config.batch_size, config.robot_ratio, config.shift)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
-        loss, parts = loss_on_batch(model, batch, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        for key, value in {"loss": float(loss.detach()), **parts}.items():
-            running[key] = 0.98 * running.get(key, value) + 0.02 * value
-            interval.setdefault(key, []).append(value)
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            state["log"].append({"step": done, **{k: round(float(np.mean(v)), 4) for k, v in interval.items()}})
-            interval.clear()
-        if done % config.eval_every == 0 and done < config.steps:
-            metrics = heldout_metrics(model, held_data, action_tok, text_tok, device, max_samples=256)
-            state["log"].append({"step": done, "heldout": metrics})
-            bar.write(f"step {done}: held-out action token accuracy {metrics['action_token_accuracy']:.3f}, "
-                      f"question accuracy {metrics['question_accuracy']:.3f}")
-        if done % config.checkpoint_every == 0 or done == last_step:
-            state.update(step=done, train_seconds=state["train_seconds"] + time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            save_checkpoint(ckpt, model, optimizer, state, extra_files=tokenizer_files)
-    bar.close()
+    settings = LoopSettings(steps=config.steps, seed=config.seed, lr=config.lr, warmup_steps=config.warmup_steps,
+                            log_every=config.log_every, eval_every=config.eval_every,
+                            checkpoint_every=config.checkpoint_every, stop_at=config.stop_at)
+    run_loop(
+        model, optimizer, state, settings,
+        sample=lambda rng: train_data.sample(rng, config.batch_size, config.robot_ratio, config.shift),
+        loss_fn=lambda m, batch: loss_on_batch(m, batch, device),
+        save=lambda st: save_checkpoint(ckpt, model, optimizer, st, extra_files=tokenizer_files),
+        evaluate=lambda m: heldout_metrics(m, held_data, action_tok, text_tok, device, max_samples=256),
+        desc="train-teacher", progress=progress,
+    )
 
     metrics = heldout_metrics(model, held_data, action_tok, text_tok, device)
     report = {

@@ -170,3 +170,19 @@ def test_analytic_flops_match_torch_flop_counter(smoke_teacher):
     measured = counter.get_total_flops()
     analytic = flops_per_action(model.config, prompt_tokens=7).total
     assert abs(analytic - measured) / measured < 0.05, (analytic, measured)
+
+
+def test_model_card_reports_training_and_closed_loop(smoke_teacher, tmp_path):
+    folder = tmp_path / "teacher"
+    shutil.copytree(smoke_teacher, folder, ignore=shutil.ignore_patterns("checkpoint"))
+    report = tmp_path / "eval.json"
+    proc = run_module("distill", "evaluate", "--policy", str(folder), "--tasks", "reach", "--seeds", "1",
+                      "--max-steps", "3", "--image-size", "32", "--out", str(report), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_module("distill", "card", str(folder), "--eval", str(report))
+    assert proc.returncode == 0, proc.stderr
+    card = (folder / "README.md").read_text()
+    training = json.loads((folder / "training.json").read_text())
+    assert " ".join(training["command"]) in card
+    assert "| reach-v3 | 0/1 |" in card and f"{training['parameters'] / 1e6:.2f}M parameters" in card
+    assert (folder / "eval_closed_loop.json").is_file()
