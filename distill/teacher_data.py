@@ -27,6 +27,18 @@ def encode_prompt(text_tok, text: str) -> list[int]:
     return [text_tok.token_to_id(BOS)] + text_tok.encode(text).ids
 
 
+@dataclass(frozen=True)
+class EpisodeRows:
+    """Rows of one episode: frames [frame_start, frame_end), questions [qa_start, qa_end)."""
+
+    dataset: str
+    episode: int
+    frame_start: int
+    frame_end: int
+    qa_start: int
+    qa_end: int
+
+
 @dataclass
 class CoTrainingData:
     frames: torch.Tensor  # (N, H, W, 3) uint8
@@ -38,14 +50,24 @@ class CoTrainingData:
     qa_kind: list[str]  # (M,) question type
     prompts: list[list[int]]  # prompt id lists (action prompts per task, then questions)
     pad_id: int
+    episode_rows: list["EpisodeRows"]  # where each episode's frames and questions sit in the arrays
 
     @classmethod
     def build(cls, dataset: Dataset, text_tok, action_tok: ActionTokenizer, episodes: list[int], image_size: int,
               progress: bool = False) -> "CoTrainingData":
+        """Samples from `episodes` of one dataset."""
+        return cls.build_from([(dataset, episodes)], text_tok, action_tok, image_size, progress)
+
+    @classmethod
+    def build_from(cls, sources: list[tuple[Dataset, list[int]]], text_tok, action_tok: ActionTokenizer,
+                   image_size: int, progress: bool = False) -> "CoTrainingData":
+        """Samples from several (dataset, episode indices) sources, in order: frames of each episode, then
+        its answerable questions (every question type at every frame, in QUESTION_TYPES order)."""
         from tqdm import tqdm
 
-        if not episodes:
-            raise UserError(f"no episodes selected from {dataset.root}: record some with `python -m distill record`")
+        if not any(episodes for _, episodes in sources):
+            roots = ", ".join(str(ds.root) for ds, _ in sources)
+            raise UserError(f"no episodes selected from {roots}: record some with `python -m distill record`")
         prompt_index: dict[str, int] = {}
         prompts: list[list[int]] = []
 
@@ -58,8 +80,10 @@ class CoTrainingData:
         eos = text_tok.token_to_id(EOS)
         frames, targets, frame_prompt = [], [], []
         qa_frame, qa_prompt, qa_answer, qa_kind = [], [], [], []
+        episode_rows: list[EpisodeRows] = []
         offset = 0
-        for index in tqdm(episodes, desc="loading episodes", unit="ep", disable=not progress):
+        todo = [(ds, index) for ds, episodes in sources for index in episodes]
+        for dataset, index in tqdm(todo, desc="loading episodes", unit="ep", disable=not progress):
             ep = dataset.load_episode(index)
             images = ep.frames
             if images.shape[1] != image_size:
@@ -67,6 +91,7 @@ class CoTrainingData:
             frames.append(images)
             targets.append(action_tok.encode(ep.actions))
             frame_prompt += [prompt_id(action_prompt(ep.info.instruction))] * len(ep)
+            qa_start = len(qa_frame)
             for t in range(len(ep)):
                 for kind in QUESTION_TYPES:
                     qa = answer(kind, ep.info.task, ep.sim_obs, t, ep.info.success_step)
@@ -79,6 +104,7 @@ class CoTrainingData:
                     qa_prompt.append(prompt_id(question_prompt(qa[0])))
                     qa_answer.append(ids + [IGNORE] * (TARGET_LEN - len(ids)))
                     qa_kind.append(kind)
+            episode_rows.append(EpisodeRows(str(dataset.root), index, offset, offset + len(ep), qa_start, len(qa_frame)))
             offset += len(ep)
         return cls(
             frames=torch.from_numpy(np.concatenate(frames)),
@@ -90,6 +116,7 @@ class CoTrainingData:
             qa_kind=qa_kind,
             prompts=prompts,
             pad_id=text_tok.token_to_id(PAD),
+            episode_rows=episode_rows,
         )
 
     def __len__(self) -> int:
