@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from distill.sim import CAMERAS, DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE, METAWORLD_M
 from distill.tasks import instruction_for, resolve_tasks
 from runtime.atomic_io import write_json_atomic
 from runtime.errors import UserError
+from runtime.policy import Policy
 
 
 @dataclass
@@ -119,7 +121,8 @@ def _prepare_folder(out: Path, config: RecordConfig, resume: bool) -> dict | Non
     return None
 
 
-def _manifest(config: RecordConfig, episodes: list[EpisodeInfo], actions: list[np.ndarray], control_dt: float) -> dict:
+def _manifest(config: RecordConfig, episodes: list[EpisodeInfo], actions: list[np.ndarray], control_dt: float,
+              policy: str) -> dict:
     import metaworld
     import mujoco
 
@@ -136,7 +139,7 @@ def _manifest(config: RecordConfig, episodes: list[EpisodeInfo], actions: list[n
             "mujoco": mujoco.__version__,
             "control_dt_s": control_dt,
         },
-        "recording": {"policy": "scripted-expert", "layout": config.layout()},
+        "recording": {"policy": policy, "layout": config.layout()},
         "image": {
             "height": config.image_size,
             "width": config.image_size,
@@ -153,12 +156,20 @@ def _manifest(config: RecordConfig, episodes: list[EpisodeInfo], actions: list[n
     }
 
 
-def record(out: str | Path, config: RecordConfig, resume: bool = False, progress: bool = True) -> RecordSummary:
-    """Record `config.episodes_per_task` expert episodes of every task into the dataset folder `out`."""
+def record(out: str | Path, config: RecordConfig, resume: bool = False, progress: bool = True,
+           actor: Callable[[str], Policy] | None = None, labeler: Callable[[str], Policy] | None = None,
+           policy_name: str = "scripted-expert") -> RecordSummary:
+    """Record `config.episodes_per_task` episodes of every task into the dataset folder `out`.
+
+    `actor(task)` drives the arm; `labeler(task)` gives the action written to the dataset (DAgger: the
+    student acts, the teacher labels). Both default to Meta-World's scripted expert.
+    """
     from tqdm import tqdm
 
     from distill.expert import ScriptedExpert
     from distill.sim import MetaWorldSim
+
+    actor = actor or ScriptedExpert
 
     config.check()
     out = Path(out)
@@ -190,8 +201,9 @@ def record(out: str | Path, config: RecordConfig, resume: bool = False, progress
                     sim.close()
                 sim = MetaWorldSim(task, image_size=config.image_size, camera=config.camera,
                                    supersample=config.supersample)
-                expert = ScriptedExpert(task)
-            arrays, success_step, render_s = _run_expert_episode(sim, expert, seed, config)
+                acting = actor(task)
+                labelling = labeler(task) if labeler is not None else None
+            arrays, success_step, render_s = run_labelled_episode(sim, acting, labelling, seed, config)
             index = len(episodes)
             rel = f"{EPISODE_DIR}/{index:06d}.npz"
             write_episode_chunk(out / rel, arrays)
@@ -209,7 +221,7 @@ def record(out: str | Path, config: RecordConfig, resume: bool = False, progress
             )
             episodes.append(info)
             actions.append(arrays["actions"])
-            write_json_atomic(out / MANIFEST, _manifest(config, episodes, actions, sim._env.dt))
+            write_json_atomic(out / MANIFEST, _manifest(config, episodes, actions, sim._env.dt, policy_name))
             summary.episodes_recorded += 1
             summary.frames += info.length
             summary.render_seconds += render_s
@@ -226,10 +238,16 @@ def record(out: str | Path, config: RecordConfig, resume: bool = False, progress
     return summary
 
 
-def _run_expert_episode(sim, expert, seed: int, config: RecordConfig) -> tuple[dict[str, np.ndarray], int | None, float]:
-    """Run one expert episode; return its arrays, the first frame showing success, and render seconds."""
+def run_labelled_episode(sim, actor: Policy, labeler: Policy | None, seed: int,
+                         config: RecordConfig) -> tuple[dict[str, np.ndarray], int | None, float]:
+    """Run one episode driven by `actor`, recording `labeler`'s action (the actor's when None).
+
+    Returns the episode's arrays, the first frame showing success, and the seconds spent rendering.
+    """
     frames, states, sim_obs, acts, succ = [], [], [], [], []
-    expert.reset()
+    actor.reset()
+    if labeler is not None:
+        labeler.reset()
     step = sim.reset(seed)
     success_step: int | None = None
     render_s = 0.0
@@ -238,13 +256,14 @@ def _run_expert_episode(sim, expert, seed: int, config: RecordConfig) -> tuple[d
         r0 = time.perf_counter()
         obs = sim.observation()
         render_s += time.perf_counter() - r0
-        action = expert.act(obs).values.copy()  # (5,)
+        executed = actor.act(obs).values  # (5,)
+        action = (labeler.act(obs).values if labeler is not None else executed).copy()
         action[TERMINATE_INDEX] = 1.0 if success_step is not None else 0.0
         frames.append(obs.image)
         states.append(obs.state)
         sim_obs.append(step.sim_obs)
         acts.append(action)
-        step = sim.step(action[:4])
+        step = sim.step(executed[:4])
         succ.append(step.success)
         t += 1
         if step.success and success_step is None:

@@ -33,6 +33,7 @@ class EpisodeRows:
 
     dataset: str
     episode: int
+    sha256: str  # of the episode's chunk: identifies its content whatever the image size
     frame_start: int
     frame_end: int
     qa_start: int
@@ -104,7 +105,7 @@ class CoTrainingData:
                     qa_prompt.append(prompt_id(question_prompt(qa[0])))
                     qa_answer.append(ids + [IGNORE] * (TARGET_LEN - len(ids)))
                     qa_kind.append(kind)
-            episode_rows.append(EpisodeRows(str(dataset.root), index, offset, offset + len(ep), qa_start, len(qa_frame)))
+            episode_rows.append(EpisodeRows(str(dataset.root), index, ep.info.sha256, offset, offset + len(ep), qa_start, len(qa_frame)))
             offset += len(ep)
         return cls(
             frames=torch.from_numpy(np.concatenate(frames)),
@@ -159,6 +160,7 @@ class CoTrainingData:
                              torch.zeros((0, TARGET_LEN), dtype=torch.long)])
         shifts = torch.from_numpy(rng.integers(-shift, shift + 1, (batch_size, 2))) if shift else None
         out = self.batch(frame_idx, prompt_idx, targets, shifts)
+        out["robot_rows"], out["qa_rows"] = frame_rows, qa_rows  # robot rows come first in the batch
         out["is_robot"] = torch.cat([torch.ones(n_robot, dtype=torch.bool), torch.zeros(batch_size - n_robot, dtype=torch.bool)])
         return out
 
