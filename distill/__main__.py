@@ -140,6 +140,27 @@ def cmd_train_teacher(args) -> int:
     return 0
 
 
+def cmd_student(args) -> int:
+    import dataclasses
+
+    from distill.student import StudentConfig, distill_student, smoke_student_config
+
+    config = (smoke_student_config if args.smoke else StudentConfig)(args.teacher, args.dataset, args.out)
+    for key in ("steps", "rounds", "round_steps", "round_episodes", "eval_seeds", "labels"):
+        if getattr(args, key) is not None:
+            setattr(config, key, getattr(args, key))
+    if args.temperature is not None:
+        config.weights = dataclasses.replace(config.weights, temperature=args.temperature)
+    config.seed, config.threads, config.device = args.seed, args.threads, args.device
+    metrics = distill_student(config, progress=not args.no_progress, command=["python", "-m", "distill", *sys.argv[1:]])
+    overall = metrics["student"]["closed_loop"]["overall"]["success_rate"]
+    teacher = metrics["teacher"]["closed_loop"]["overall"]["success_rate"]
+    print(f"student: {metrics['student']['parameters'] / 1e6:.2f}M parameters ({metrics['parameter_ratio']:.1f}x fewer), "
+          f"{metrics['flops_ratio']:.1f}x fewer FLOPs per action; closed-loop success {overall:.0%} vs teacher {teacher:.0%}; "
+          f"token agreement {metrics['token_agreement_heldout']:.3f}\nwritten: {args.out}")
+    return 0
+
+
 def cmd_card(args) -> int:
     from distill.model_card import write_card
 
@@ -240,6 +261,29 @@ _tt.add_argument("--device", default="auto", help="'auto' (CUDA when present), '
 _tt.add_argument("--image-size", type=int, default=None, help="model image size (default: 96; the dataset's frames are resized)")
 _tt.add_argument("--smoke", action="store_true", help="tiny model, 40 steps: a check that training works")
 _tt.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+_st = cli.command(
+    "student", "distil a teacher into a small student (offline labels, KL + CE, on-policy rounds; resumable)",
+    "python -m distill student --teacher models/teacher --dataset data/demos --out models/student --rounds 2",
+    cmd_student,
+    description="Distil a teacher VLA into a student of the same family: offline teacher labels, temperature-scaled "
+                "KL plus cross-entropy on actions and answers, then DAgger rounds. Writes the student and metrics.json.",
+)
+_st.add_argument("--teacher", required=True, help="teacher model folder (e.g. models/teacher)")
+_st.add_argument("--dataset", required=True, help="dataset folder the teacher labels")
+_st.add_argument("--out", required=True, help="student folder to write")
+_st.add_argument("--steps", type=int, help="offline distillation steps (default: 6000)")
+_st.add_argument("--rounds", type=int, help="on-policy rounds (default: 2)")
+_st.add_argument("--round-steps", type=int, help="training steps after each round (default: 1500)")
+_st.add_argument("--round-episodes", type=int, help="student episodes per task per round (default: 10)")
+_st.add_argument("--eval-seeds", type=int, help="closed-loop seeds per task after each phase (default: 20)")
+_st.add_argument("--labels", help="teacher-label cache folder (default: <out>/labels)")
+_st.add_argument("--temperature", type=float, help="distillation temperature (default: 2.0)")
+_st.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+_st.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+_st.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: %(default)s)")
+_st.add_argument("--smoke", action="store_true", help="tiny student, a few steps, one small round: a check that it works")
+_st.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 _card = cli.command("card", "write a model folder's README.md from its training record and an evaluation",
                     "python -m distill card models/teacher --eval runs/eval_teacher.json", cmd_card)

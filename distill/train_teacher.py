@@ -247,7 +247,8 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
     return report
 
 
-def write_model_folder(out: Path, model, text_tok, action_tok: ActionTokenizer, report: dict) -> None:
+def write_model_folder(out: Path, model, text_tok, action_tok: ActionTokenizer, report: dict,
+                       report_name: str = TRAINING_FILE) -> None:
     """Everything a user needs beside the weights: tokenizers, action statistics, how it was made."""
     staging = out / ".staging"
     if staging.exists():
@@ -256,7 +257,7 @@ def write_model_folder(out: Path, model, text_tok, action_tok: ActionTokenizer, 
     model.save_pretrained(staging)
     save_text_tokenizer(text_tok, staging)
     action_tok.save(staging / ACTION_TOKENIZER_FILE)
-    write_json_atomic(staging / TRAINING_FILE, report)
+    write_json_atomic(staging / report_name, report)
     for item in staging.iterdir():
         os.replace(item, out / item.name)
     staging.rmdir()

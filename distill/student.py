@@ -1,0 +1,255 @@
+"""Distil a teacher VLA into a small student: offline teacher labels, KL + cross-entropy, then
+DAgger-style on-policy rounds (the student drives, the teacher labels what it sees).
+
+    python -m distill student --teacher models/teacher --dataset data/demos --out models/student --rounds 2
+    python -m distill student --teacher runs/smoke_teacher --dataset data/tiny --out runs/smoke_student --smoke
+
+Phases: offline distillation for --steps, then for each round: record --round-episodes student
+episodes per task, labelled by the teacher, add them to the data, train --round-steps more. Closed-loop
+success is measured after every phase (what each round adds) and for the teacher on the same seeds.
+Resumable: running the same command again continues from <out>/checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.checkpoint import load_checkpoint, save_checkpoint
+from distill.dataset import Dataset
+from distill.decoding import allowed_mask, greedy_decode
+from distill.distill_loss import DistillWeights, distill_loss
+from distill.evaluate import EvalConfig, evaluate
+from distill.flops import flops_per_action
+from distill.model import ModelSizes, VlaConfig, VlaModel, count_parameters
+from distill.record import RecordConfig, record
+from distill.reference_policy import TorchVlaPolicy, load_vla_folder
+from distill.teacher_data import TARGET_LEN, CoTrainingData
+from distill.teacher_labels import label_dataset
+from distill.train_teacher import (
+    ACTION_TOKENIZER_FILE,
+    CHECKPOINT_DIR,
+    heldout_metrics,
+    make_optimizer,
+    mean_action_prompt,
+    pick_device,
+    split_episodes,
+    write_model_folder,
+)
+from distill.training import LoopSettings, run_loop
+from distill.text_tokenizer import TOKENIZER_FILE, save_text_tokenizer
+from runtime.errors import UserError
+
+METRICS_FILE = "metrics.json"
+ROUND_SEED_START = 200_000  # on-policy rounds use seeds far from both recording (0..) and evaluation (100000..)
+
+# The default student: about 9x fewer parameters and 10x fewer FLOPs per action than the teacher,
+# at the same 96 px so that the small targets of the hard tasks stay visible.
+STUDENT_SIZES = ModelSizes(image_size=96, patch_size=16, vision_width=64, vision_layers=2, vision_heads=2,
+                           text_width=128, text_layers=2, text_heads=4, text_kv_heads=4, mlp_ratio=3)
+SMOKE_STUDENT_SIZES = ModelSizes(image_size=32, patch_size=16, vision_width=16, vision_layers=1, vision_heads=2,
+                                 text_width=16, text_layers=1, text_heads=2, text_kv_heads=2, mlp_ratio=2)
+
+
+@dataclass
+class StudentConfig:
+    teacher: str
+    dataset: str
+    out: str
+    sizes: ModelSizes = field(default_factory=lambda: STUDENT_SIZES)
+    steps: int = 6000  # offline distillation steps
+    rounds: int = 2  # on-policy (DAgger) rounds
+    round_steps: int = 1500  # training steps after each round's data is added
+    round_episodes: int = 10  # student episodes per task per round
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    robot_ratio: float = 0.66
+    shift: int = 4
+    weights: DistillWeights = field(default_factory=DistillWeights)
+    seed: int = 0
+    heldout_fraction: float = 0.1
+    eval_seeds: int = 20
+    eval_max_steps: int = 200
+    labels: str | None = None  # teacher-label cache (default <out>/labels)
+    checkpoint_every: int = 250
+    log_every: int = 50
+    threads: int = 1
+    device: str = "auto"
+
+    def check(self) -> "StudentConfig":
+        for name in ("steps", "batch_size", "eval_seeds"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.rounds < 0 or (self.rounds and (self.round_steps < 1 or self.round_episodes < 1)):
+            raise UserError("--rounds must be >= 0, and each round needs --round-steps and --round-episodes >= 1")
+        if not 0 <= self.robot_ratio <= 1:
+            raise UserError(f"--robot-ratio must be in [0, 1], got {self.robot_ratio}")
+        try:
+            self.sizes.check()
+        except ValueError as err:
+            raise UserError(f"student sizes: {err}") from None
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + self.rounds * self.round_steps
+
+    def phase_end(self, phase: int) -> int:
+        """Last step of phase 0 (offline) or of round `phase`."""
+        return self.steps + phase * self.round_steps
+
+
+def smoke_student_config(teacher: str, dataset: str, out: str) -> StudentConfig:
+    return StudentConfig(teacher=teacher, dataset=dataset, out=out, sizes=SMOKE_STUDENT_SIZES, steps=30, rounds=1,
+                         round_steps=10, round_episodes=1, batch_size=8, lr=3e-3, warmup_steps=5, shift=1,
+                         eval_seeds=1, eval_max_steps=15, checkpoint_every=20, log_every=10)
+
+
+def student_model_config(teacher_config: VlaConfig, sizes: ModelSizes) -> VlaConfig:
+    """A student of the teacher's family: same vocabulary, special ids and action ids."""
+    text = teacher_config.text_config
+    return VlaConfig.from_sizes(sizes, text.vocab_size, list(teacher_config.action_ids), text.pad_token_id,
+                                text.bos_token_id, text.eos_token_id, action_dim=teacher_config.action_dim)
+
+
+@torch.no_grad()
+def token_agreement(student, teacher, data_s: CoTrainingData, data_t: CoTrainingData, max_frames: int = 512,
+                    batch_size: int = 64) -> float:
+    """Share of action tokens where the student's greedy masked decode equals the teacher's."""
+    frames = torch.from_numpy(np.sort(np.random.default_rng(4321).permutation(len(data_s))[:max_frames]))
+    agree = total = 0
+    for chunk in frames.split(batch_size):
+        tokens = []
+        for model, data in ((student, data_s), (teacher, data_t)):
+            model.eval()
+            batch = data.batch(chunk, data.frame_prompt[chunk], data.action_targets[chunk])
+            mask = allowed_mask(model.config.text_config.vocab_size, allowed=model.action_ids)
+            tokens.append(greedy_decode(model, model.preprocess(batch["frames"]), batch["prompt_ids"],
+                                        batch["prompt_mask"], TARGET_LEN, mask))
+        agree += int((tokens[0] == tokens[1]).sum())
+        total += tokens[0].numel()
+    return agree / max(total, 1)
+
+
+def closed_loop(policy, dataset: Dataset, config: StudentConfig, name: str, progress: bool) -> dict:
+    eval_config = EvalConfig(tasks=sorted(dataset.tasks), seeds_per_task=config.eval_seeds,
+                             max_steps=config.eval_max_steps, image_size=dataset.image["height"],
+                             camera=dataset.image["camera"])
+    report = evaluate(lambda task: policy, eval_config, name, progress=progress)
+    return {"config": report["config"], "tasks": report["tasks"]}
+
+
+def _sources(dataset: Dataset, train_eps: list[int], out: Path, rounds_done: int) -> list[tuple[Dataset, list[int]]]:
+    sources = [(dataset, train_eps)]
+    for r in range(1, rounds_done + 1):
+        round_ds = Dataset.open(out / "rounds" / f"round_{r}")
+        sources.append((round_ds, [e.index for e in round_ds.episodes]))
+    return sources
+
+
+def distill_student(config: StudentConfig, progress: bool = True, command: list[str] | None = None) -> dict:
+    """Run (or resume) every phase and write the student folder with metrics.json."""
+    config.check()
+    torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    teacher, text_tok, action_tok = load_vla_folder(config.teacher)
+    teacher.eval()
+    dataset = Dataset.open(config.dataset)
+    if len(dataset) == 0:
+        raise UserError(f"dataset {config.dataset} is empty: record episodes with `python -m distill record`")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels_dir = Path(config.labels) if config.labels else out / "labels"
+    save_text_tokenizer(text_tok, out)
+    action_tok.save(out / ACTION_TOKENIZER_FILE)
+    tokenizer_files = (out / TOKENIZER_FILE, out / ACTION_TOKENIZER_FILE)
+    train_eps, held_eps = split_episodes(dataset, config.heldout_fraction)
+
+    ckpt = out / CHECKPOINT_DIR
+    if (ckpt / "trainer_state.json").is_file():
+        student, optimizer, state = load_checkpoint(ckpt, VlaModel, lambda m: make_optimizer(m, config))
+        if list(student.config.action_ids) != list(teacher.config.action_ids):
+            raise UserError(
+                f"the student in {ckpt} uses another action-id table than the teacher {config.teacher}: "
+                f"teacher and student must share their action ids; delete {ckpt} to distil from this teacher"
+            )
+    else:
+        torch.manual_seed(config.seed)
+        student = VlaModel(student_model_config(teacher.config, config.sizes))
+        optimizer = make_optimizer(student, config)
+        state = {"step": 0, "seed": config.seed, "train_seconds": 0.0, "log": [], "phases": []}
+    student.to(device)
+
+    settings = LoopSettings(steps=config.total_steps, seed=config.seed, lr=config.lr,
+                            warmup_steps=config.warmup_steps, log_every=config.log_every,
+                            eval_every=10**9, checkpoint_every=config.checkpoint_every)
+    teacher_size = teacher.config.vision_config.image_size
+    student_size = config.sizes.image_size
+    held_s = CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], student_size)
+    held_t = held_s if teacher_size == student_size else \
+        CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], teacher_size)
+
+    def student_policy():
+        return TorchVlaPolicy(student.cpu().eval(), text_tok, action_tok)
+
+    for phase in range(config.rounds + 1):
+        if phase < len(state["phases"]):
+            continue  # finished before a restart
+        sources = _sources(dataset, train_eps, out, phase)
+        data_s = CoTrainingData.build_from(sources, text_tok, action_tok, student_size, progress)
+        data_t = data_s if teacher_size == student_size else \
+            CoTrainingData.build_from(sources, text_tok, action_tok, teacher_size, False)
+        labels = label_dataset(teacher, config.teacher, data_t, labels_dir, progress=progress)
+        student.to(device)
+        run_loop(
+            student, optimizer, state, replace(settings, stop_at=config.phase_end(phase)),
+            sample=lambda rng: data_s.sample(rng, config.batch_size, config.robot_ratio, config.shift),
+            loss_fn=lambda m, batch: distill_loss(m, batch, labels, config.weights, device),
+            save=lambda st: save_checkpoint(ckpt, student, optimizer, st, extra_files=tokenizer_files),
+            desc=f"distill phase {phase}", progress=progress,
+        )
+        result = closed_loop(student_policy(), dataset, config, f"student after phase {phase}", progress)
+        state["phases"].append({"phase": phase, "step": state["step"], "frames": len(data_s),
+                                "closed_loop": result["tasks"]})
+        save_checkpoint(ckpt, student, optimizer, state, extra_files=tokenizer_files)
+        if phase < config.rounds:
+            round_config = RecordConfig(tasks=sorted(dataset.tasks), episodes_per_task=config.round_episodes,
+                                        seed_start=ROUND_SEED_START + 1000 * phase, image_size=dataset.image["height"],
+                                        camera=dataset.image["camera"],
+                                        max_steps=dataset.manifest["recording"]["layout"]["max_steps"],
+                                        post_success_steps=dataset.manifest["recording"]["layout"]["post_success_steps"])
+            teacher_policy = TorchVlaPolicy(teacher, text_tok, action_tok)
+            record(out / "rounds" / f"round_{phase + 1}", round_config, resume=True, progress=progress,
+                   actor=lambda task: student_policy(), labeler=lambda task: teacher_policy,
+                   policy_name=f"student-round-{phase + 1}-labelled-by-teacher")
+
+    student.cpu().eval()
+    teacher_loop = closed_loop(TorchVlaPolicy(teacher, text_tok, action_tok), dataset, config, "teacher", progress)
+    prompt_len = mean_action_prompt(held_s)
+    metrics = {
+        "command": command or ["python", "-m", "distill", "student"],
+        "seed": config.seed,
+        "config": {**asdict(config), "sizes": asdict(config.sizes)},
+        "teacher": {"folder": str(config.teacher), "parameters": count_parameters(teacher),
+                    "flops_per_action": flops_per_action(teacher.config, prompt_len).as_dict(),
+                    "closed_loop": teacher_loop["tasks"]},
+        "student": {"parameters": count_parameters(student),
+                    "flops_per_action": flops_per_action(student.config, prompt_len).as_dict(),
+                    "closed_loop": state["phases"][-1]["closed_loop"]},
+        "parameter_ratio": count_parameters(teacher) / count_parameters(student),
+        "flops_ratio": flops_per_action(teacher.config, prompt_len).total / flops_per_action(student.config, prompt_len).total,
+        "token_agreement_heldout": token_agreement(student, teacher, held_s, held_t),
+        "heldout": heldout_metrics(student, held_s, action_tok, text_tok, torch.device("cpu")),
+        "phases": state["phases"],
+        "closed_loop_eval": teacher_loop["config"],
+        "train_seconds": round(state["train_seconds"], 1),
+        "steps": state["step"],
+        "loss_log": state["log"],
+    }
+    write_model_folder(out, student, text_tok, action_tok, metrics, report_name=METRICS_FILE)
+    return metrics
