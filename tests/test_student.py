@@ -1,0 +1,132 @@
+"""Distillation: the student moves toward the teacher (by numbers), and bad pairings are refused."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import needs_sim, run_module
+
+torch = pytest.importorskip("torch")
+pytestmark = needs_sim
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_dataset, tmp_path_factory):
+    """A smoke teacher trained a little longer than --smoke, so that it has opinions to distil."""
+    from distill.train_teacher import smoke_config, train_teacher
+
+    out = tmp_path_factory.mktemp("teacher") / "t"
+    config = smoke_config(str(tiny_dataset), str(out))
+    config.steps = 80
+    train_teacher(config, progress=False)
+    return out
+
+
+def _kl_and_agreement(student, teacher_model, data, labels):
+    from distill.distill_loss import kl_to_teacher
+    from distill.student import token_agreement
+
+    student.eval()
+    rows = torch.arange(len(data))
+    batch = data.batch(rows, data.frame_prompt[rows], data.action_targets[rows])
+    with torch.no_grad():
+        logits = student(student.preprocess(batch["frames"]), batch["prompt_ids"], batch["prompt_mask"],
+                         batch["target_inputs"])
+    kl = float(kl_to_teacher(logits[..., student.action_ids], labels.action_logits[rows], 2.0))
+    return kl, token_agreement(student, teacher_model, data, data, max_frames=len(data))
+
+
+def test_distillation_lowers_kl_and_raises_agreement(teacher, tiny_dataset, tmp_path):
+    from distill.dataset import Dataset
+    from distill.distill_loss import DistillWeights, distill_loss
+    from distill.model import VlaModel
+    from distill.reference_policy import load_vla_folder
+    from distill.student import SMOKE_STUDENT_SIZES, student_model_config
+    from distill.teacher_data import CoTrainingData
+    from distill.teacher_labels import label_dataset
+    from distill.train_teacher import make_optimizer, smoke_config
+    from distill.training import LoopSettings, run_loop
+
+    teacher_model, text_tok, action_tok = load_vla_folder(teacher)
+    ds = Dataset.open(tiny_dataset)
+    data = CoTrainingData.build(ds, text_tok, action_tok, [e.index for e in ds.episodes], 32)
+    labels = label_dataset(teacher_model, teacher, data, tmp_path / "labels", progress=False)
+    torch.manual_seed(0)
+    student = VlaModel(student_model_config(teacher_model.config, SMOKE_STUDENT_SIZES))
+    kl_before, agree_before = _kl_and_agreement(student, teacher_model, data, labels)
+    optimizer = make_optimizer(student, smoke_config("", ""))
+    state = {"step": 0, "train_seconds": 0.0, "log": []}
+    run_loop(student, optimizer, state, LoopSettings(steps=150, seed=0, lr=3e-3, warmup_steps=5),
+             sample=lambda rng: data.sample(rng, 16, 0.66, 0),
+             loss_fn=lambda m, b: distill_loss(m, b, labels, DistillWeights(), torch.device("cpu")),
+             save=lambda st: None, progress=False)
+    kl_after, agree_after = _kl_and_agreement(student, teacher_model, data, labels)
+    assert kl_after < 0.5 * kl_before, (kl_before, kl_after)
+    assert agree_after > agree_before + 0.1, (agree_before, agree_after)
+
+
+def test_student_command_writes_metrics(teacher, tiny_dataset, tmp_path):
+    out = tmp_path / "student"
+    proc = run_module("distill", "student", "--teacher", str(teacher), "--dataset", str(tiny_dataset), "--out", str(out),
+                      "--smoke", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("token_agreement_heldout", "parameter_ratio", "flops_ratio", "train_seconds", "phases", "heldout"):
+        assert key in metrics
+    assert [p["phase"] for p in metrics["phases"]] == [0, 1]
+    assert metrics["phases"][1]["frames"] > metrics["phases"][0]["frames"]  # the round added on-policy frames
+    round_ds = json.loads((out / "rounds" / "round_1" / "manifest.json").read_text())
+    assert round_ds["recording"]["policy"].startswith("student-round-1")
+    assert set(metrics["student"]["closed_loop"]) == set(metrics["teacher"]["closed_loop"])
+
+
+def test_label_cache_from_another_teacher_is_refused(teacher, tiny_dataset, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    labels = tmp_path / "labels"
+    proc = run_module("distill", "student", "--teacher", str(teacher), "--dataset", str(tiny_dataset), "--out",
+                      str(tmp_path / "a"), "--labels", str(labels), "--smoke", "--rounds", "0", "--eval-seeds", "1",
+                      "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    other = tmp_path / "other_teacher"
+    shutil.copytree(teacher, other, ignore=shutil.ignore_patterns("checkpoint"))
+    weights = load_file(str(other / "model.safetensors"))
+    weights = {k: v + 0.01 for k, v in weights.items()}
+    save_file(weights, str(other / "model.safetensors"), metadata={"format": "pt"})
+    before = {p.name: p.read_bytes() for p in labels.iterdir()}
+    proc = run_module("distill", "student", "--teacher", str(other), "--dataset", str(tiny_dataset), "--out",
+                      str(tmp_path / "b"), "--labels", str(labels), "--smoke", "--no-progress")
+    assert proc.returncode == 2 and "another teacher" in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in labels.iterdir()} == before  # nothing overwritten
+
+
+def test_student_with_other_action_ids_is_refused(teacher, tiny_dataset, tmp_path):
+    out = tmp_path / "student"
+    proc = run_module("distill", "student", "--teacher", str(teacher), "--dataset", str(tiny_dataset), "--out", str(out),
+                      "--smoke", "--rounds", "0", "--eval-seeds", "1", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config_path = out / "checkpoint" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["action_ids"] = list(range(len(config["action_ids"])))  # another table
+    config_path.write_text(json.dumps(config))
+    weights_before = (out / "checkpoint" / "model.safetensors").read_bytes()
+    proc = run_module("distill", "student", "--teacher", str(teacher), "--dataset", str(tiny_dataset), "--out", str(out),
+                      "--smoke", "--steps", "40", "--rounds", "0", "--no-progress")
+    assert proc.returncode == 2 and "action-id table" in proc.stderr, proc.stderr[-2000:]
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == weights_before
+
+
+def test_empty_dataset_is_refused(teacher, tiny_dataset, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
+    manifest["episodes"], manifest["num_frames"] = [], 0
+    (empty / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "student"
+    proc = run_module("distill", "student", "--teacher", str(teacher), "--dataset", str(empty), "--out", str(out),
+                      "--smoke", "--no-progress")
+    assert proc.returncode == 2 and "empty" in proc.stderr, proc.stderr[-2000:]
+    assert not out.exists()
