@@ -146,7 +146,8 @@ def cmd_student(args) -> int:
     from distill.student import StudentConfig, distill_student, smoke_student_config
 
     config = (smoke_student_config if args.smoke else StudentConfig)(args.teacher, args.dataset, args.out)
-    for key in ("steps", "rounds", "round_steps", "round_episodes", "eval_seeds", "labels"):
+    for key in ("steps", "rounds", "round_steps", "round_episodes", "eval_seeds", "labels", "teacher_actions",
+                "prompt_template"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.temperature is not None:
@@ -155,8 +156,10 @@ def cmd_student(args) -> int:
     metrics = distill_student(config, progress=not args.no_progress, command=["python", "-m", "distill", *sys.argv[1:]])
     overall = metrics["student"]["closed_loop"]["overall"]["success_rate"]
     teacher = metrics["teacher"]["closed_loop"]["overall"]["success_rate"]
+    ratio = metrics["flops_ratio"]
+    flops = f"{ratio:.1f}x fewer FLOPs per action" if ratio else "FLOPs not counted for this teacher"
     print(f"student: {metrics['student']['parameters'] / 1e6:.2f}M parameters ({metrics['parameter_ratio']:.1f}x fewer), "
-          f"{metrics['flops_ratio']:.1f}x fewer FLOPs per action; closed-loop success {overall:.0%} vs teacher {teacher:.0%}; "
+          f"{flops}; closed-loop success {overall:.0%} vs teacher {teacher:.0%}; "
           f"token agreement {metrics['token_agreement_heldout']:.3f}\nwritten: {args.out}")
     return 0
 
@@ -278,6 +281,9 @@ _st.add_argument("--round-steps", type=int, help="training steps after each roun
 _st.add_argument("--round-episodes", type=int, help="student episodes per task per round (default: 10)")
 _st.add_argument("--eval-seeds", type=int, help="closed-loop seeds per task after each phase (default: 20)")
 _st.add_argument("--labels", help="teacher-label cache folder (default: <out>/labels)")
+_st.add_argument("--teacher-actions",
+                 help="for a Hugging Face teacher: its action tokenizer JSON (statistics + 256 ids of its vocabulary)")
+_st.add_argument("--prompt-template", help="for a Hugging Face teacher: prompt with {instruction} (default: {instruction})")
 _st.add_argument("--temperature", type=float, help="distillation temperature (default: 2.0)")
 _st.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
 _st.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")

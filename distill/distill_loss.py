@@ -57,8 +57,11 @@ def distill_loss(model, batch: dict, labels: TeacherLabels, weights: DistillWeig
         t = targets[n_robot:]
         valid = (t != IGNORE).float()
         ce = F.cross_entropy(s.flatten(0, 1), t.flatten(), ignore_index=IGNORE)
-        ids = labels.qa_ids[batch["qa_rows"]].to(device)  # (Bq, 5, k)
-        kl = kl_to_teacher(s.gather(-1, ids), labels.qa_values[batch["qa_rows"]].to(device), weights.temperature, valid)
-        total = total + weights.ce * ce + weights.kl * kl
-        parts.update(question_ce=float(ce.detach()), question_kl=float(kl.detach()))
+        total = total + weights.ce * ce
+        parts.update(question_ce=float(ce.detach()))
+        if labels.qa_ids.shape[-1]:  # a teacher over another vocabulary leaves no question labels
+            ids = labels.qa_ids[batch["qa_rows"]].to(device)  # (Bq, 5, k)
+            kl = kl_to_teacher(s.gather(-1, ids), labels.qa_values[batch["qa_rows"]].to(device), weights.temperature, valid)
+            total = total + weights.kl * kl
+            parts.update(question_kl=float(kl.detach()))
     return total, parts

@@ -20,15 +20,18 @@ import torch
 
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.dataset import Dataset
-from distill.decoding import allowed_mask, greedy_decode
 from distill.distill_loss import DistillWeights, distill_loss
 from distill.evaluate import EvalConfig, evaluate
 from distill.flops import flops_per_action
 from distill.model import ModelSizes, VlaConfig, VlaModel, count_parameters
 from distill.record import RecordConfig, record
 from distill.reference_policy import TorchVlaPolicy, load_vla_folder
-from distill.teacher_data import TARGET_LEN, CoTrainingData
-from distill.teacher_labels import label_dataset
+from distill.teacher_data import CoTrainingData
+from distill.hf_teacher import HFTeacher, HFTeacherPolicy, is_vla_edge_folder
+from distill.prompts import BOS, EOS, PAD
+from distill.teacher_labels import DEFAULT_TOPK, VlaTeacher, label_dataset
+from distill.text_tokenizer import build_text_tokenizer
+from runtime.action_tokenizer import ActionTokenizer
 from distill.train_teacher import (
     ACTION_TOKENIZER_FILE,
     CHECKPOINT_DIR,
@@ -76,6 +79,8 @@ class StudentConfig:
     eval_seeds: int = 20
     eval_max_steps: int = 200
     labels: str | None = None  # teacher-label cache (default <out>/labels)
+    teacher_actions: str | None = None  # a Hugging Face teacher's action tokenizer JSON
+    prompt_template: str = "{instruction}"  # a Hugging Face teacher's prompt
     checkpoint_every: int = 250
     log_every: int = 50
     threads: int = 1
@@ -118,21 +123,20 @@ def student_model_config(teacher_config: VlaConfig, sizes: ModelSizes) -> VlaCon
 
 
 @torch.no_grad()
-def token_agreement(student, teacher, data_s: CoTrainingData, data_t: CoTrainingData, max_frames: int = 512,
+def token_agreement(student, labeler, data_s: CoTrainingData, data_t: CoTrainingData, max_frames: int = 512,
                     batch_size: int = 64) -> float:
-    """Share of action tokens where the student's greedy masked decode equals the teacher's."""
+    """Share of action positions where the student's argmax over the 256 action ids equals the teacher's,
+    both teacher-forced with the data's action tokens (held-out frames)."""
+    student.eval()
     frames = torch.from_numpy(np.sort(np.random.default_rng(4321).permutation(len(data_s))[:max_frames]))
     agree = total = 0
     for chunk in frames.split(batch_size):
-        tokens = []
-        for model, data in ((student, data_s), (teacher, data_t)):
-            model.eval()
-            batch = data.batch(chunk, data.frame_prompt[chunk], data.action_targets[chunk])
-            mask = allowed_mask(model.config.text_config.vocab_size, allowed=model.action_ids)
-            tokens.append(greedy_decode(model, model.preprocess(batch["frames"]), batch["prompt_ids"],
-                                        batch["prompt_mask"], TARGET_LEN, mask))
-        agree += int((tokens[0] == tokens[1]).sum())
-        total += tokens[0].numel()
+        batch = data_s.batch(chunk, data_s.frame_prompt[chunk], data_s.action_targets[chunk])
+        logits = student(student.preprocess(batch["frames"]), batch["prompt_ids"], batch["prompt_mask"],
+                         batch["target_inputs"])[..., student.action_ids]
+        teacher_bins = labeler.label_actions(data_t, chunk).argmax(-1)
+        agree += int((logits.argmax(-1) == teacher_bins).sum())
+        total += teacher_bins.numel()
     return agree / max(total, 1)
 
 
@@ -152,16 +156,53 @@ def _sources(dataset: Dataset, train_eps: list[int], out: Path, rounds_done: int
     return sources
 
 
+@dataclass
+class LoadedTeacher:
+    """What distillation needs of a teacher, whatever its kind."""
+
+    kind: str  # "vla-edge" | "huggingface"
+    model: torch.nn.Module
+    labeler: object  # VlaTeacher | HFTeacher
+    policy: object  # a Policy that acts as the teacher (closed loop, DAgger labels)
+    text_tok: object  # the student's text tokenizer
+    action_tok: ActionTokenizer  # the student's action tokenizer
+    student_template: VlaConfig  # vocabulary, special ids and action ids the student takes over
+    image_size: int | None  # the teacher's input size (None: its processor resizes)
+    topk: int  # question labels kept per position (0: the vocabularies differ, none)
+
+
+def load_teacher(config: StudentConfig) -> LoadedTeacher:
+    """A vla-edge teacher folder, or a Hugging Face VLM folder with --teacher-actions."""
+    if is_vla_edge_folder(config.teacher):
+        model, text_tok, action_tok = load_vla_folder(config.teacher)
+        model.eval()
+        return LoadedTeacher("vla-edge", model, VlaTeacher(model, config.teacher), TorchVlaPolicy(model, text_tok, action_tok),
+                             text_tok, action_tok, model.config, model.config.vision_config.image_size, DEFAULT_TOPK)
+    if not Path(config.teacher).is_dir():
+        raise UserError(f"teacher folder {config.teacher} does not exist: pass a vla-edge or Hugging Face model folder")
+    if not config.teacher_actions:
+        raise UserError(f"{config.teacher} is not a vla-edge model: a Hugging Face teacher needs --teacher-actions "
+                        f"(its action tokenizer JSON: statistics and the 256 ids in its vocabulary)")
+    teacher_actions = ActionTokenizer.load(config.teacher_actions)
+    text_tok, table = build_text_tokenizer()
+    action_tok = ActionTokenizer.from_statistics(teacher_actions.names, teacher_actions.low, teacher_actions.high, table,
+                                                 teacher_actions.units)
+    hf = HFTeacher(config.teacher, teacher_actions, action_tok, config.prompt_template)
+    template = VlaConfig.from_sizes(config.sizes, text_tok.get_vocab_size(), table.ids, text_tok.token_to_id(PAD),
+                                    text_tok.token_to_id(BOS), text_tok.token_to_id(EOS), action_dim=action_tok.dim)
+    return LoadedTeacher("huggingface", hf.model, hf, HFTeacherPolicy(hf), text_tok, action_tok, template, None, 0)
+
+
 def distill_student(config: StudentConfig, progress: bool = True, command: list[str] | None = None) -> dict:
     """Run (or resume) every phase and write the student folder with metrics.json."""
     config.check()
     torch.set_num_threads(config.threads)
     device = pick_device(config.device)
-    teacher, text_tok, action_tok = load_vla_folder(config.teacher)
-    teacher.eval()
     dataset = Dataset.open(config.dataset)
     if len(dataset) == 0:
         raise UserError(f"dataset {config.dataset} is empty: record episodes with `python -m distill record`")
+    teacher = load_teacher(config)
+    text_tok, action_tok = teacher.text_tok, teacher.action_tok
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     labels_dir = Path(config.labels) if config.labels else out / "labels"
@@ -173,14 +214,14 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
     ckpt = out / CHECKPOINT_DIR
     if (ckpt / "trainer_state.json").is_file():
         student, optimizer, state = load_checkpoint(ckpt, VlaModel, lambda m: make_optimizer(m, config))
-        if list(student.config.action_ids) != list(teacher.config.action_ids):
+        if list(student.config.action_ids) != list(action_tok.table.ids):
             raise UserError(
                 f"the student in {ckpt} uses another action-id table than the teacher {config.teacher}: "
                 f"teacher and student must share their action ids; delete {ckpt} to distil from this teacher"
             )
     else:
         torch.manual_seed(config.seed)
-        student = VlaModel(student_model_config(teacher.config, config.sizes))
+        student = VlaModel(student_model_config(teacher.student_template, config.sizes))
         optimizer = make_optimizer(student, config)
         state = {"step": 0, "seed": config.seed, "train_seconds": 0.0, "log": [], "phases": []}
     student.to(device)
@@ -188,7 +229,7 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
     settings = LoopSettings(steps=config.total_steps, seed=config.seed, lr=config.lr,
                             warmup_steps=config.warmup_steps, log_every=config.log_every,
                             eval_every=10**9, checkpoint_every=config.checkpoint_every)
-    teacher_size = teacher.config.vision_config.image_size
+    teacher_size = teacher.image_size or config.sizes.image_size
     student_size = config.sizes.image_size
     held_s = CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], student_size)
     held_t = held_s if teacher_size == student_size else \
@@ -204,7 +245,7 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
         data_s = CoTrainingData.build_from(sources, text_tok, action_tok, student_size, progress)
         data_t = data_s if teacher_size == student_size else \
             CoTrainingData.build_from(sources, text_tok, action_tok, teacher_size, False)
-        labels = label_dataset(teacher, config.teacher, data_t, labels_dir, progress=progress)
+        labels = label_dataset(teacher.labeler, data_t, labels_dir, topk=teacher.topk, progress=progress)
         student.to(device)
         run_loop(
             student, optimizer, state, replace(settings, stop_at=config.phase_end(phase)),
@@ -223,27 +264,27 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
                                         camera=dataset.image["camera"],
                                         max_steps=dataset.manifest["recording"]["layout"]["max_steps"],
                                         post_success_steps=dataset.manifest["recording"]["layout"]["post_success_steps"])
-            teacher_policy = TorchVlaPolicy(teacher, text_tok, action_tok)
             record(out / "rounds" / f"round_{phase + 1}", round_config, resume=True, progress=progress,
-                   actor=lambda task: student_policy(), labeler=lambda task: teacher_policy,
+                   actor=lambda task: student_policy(), labeler=lambda task: teacher.policy,
                    policy_name=f"student-round-{phase + 1}-labelled-by-teacher")
 
     student.cpu().eval()
-    teacher_loop = closed_loop(TorchVlaPolicy(teacher, text_tok, action_tok), dataset, config, "teacher", progress)
+    teacher_loop = closed_loop(teacher.policy, dataset, config, "teacher", progress)
     prompt_len = mean_action_prompt(held_s)
+    student_flops = flops_per_action(student.config, prompt_len)
+    teacher_flops = flops_per_action(teacher.model.config, prompt_len) if teacher.topk else None
     metrics = {
         "command": command or ["python", "-m", "distill", "student"],
         "seed": config.seed,
         "config": {**asdict(config), "sizes": asdict(config.sizes)},
-        "teacher": {"folder": str(config.teacher), "parameters": count_parameters(teacher),
-                    "flops_per_action": flops_per_action(teacher.config, prompt_len).as_dict(),
+        "teacher": {"folder": str(config.teacher), "kind": teacher.kind, "parameters": count_parameters(teacher.model),
+                    "flops_per_action": teacher_flops.as_dict() if teacher_flops else None,
                     "closed_loop": teacher_loop["tasks"]},
-        "student": {"parameters": count_parameters(student),
-                    "flops_per_action": flops_per_action(student.config, prompt_len).as_dict(),
+        "student": {"parameters": count_parameters(student), "flops_per_action": student_flops.as_dict(),
                     "closed_loop": state["phases"][-1]["closed_loop"]},
-        "parameter_ratio": count_parameters(teacher) / count_parameters(student),
-        "flops_ratio": flops_per_action(teacher.config, prompt_len).total / flops_per_action(student.config, prompt_len).total,
-        "token_agreement_heldout": token_agreement(student, teacher, held_s, held_t),
+        "parameter_ratio": count_parameters(teacher.model) / count_parameters(student),
+        "flops_ratio": teacher_flops.total / student_flops.total if teacher_flops else None,
+        "token_agreement_heldout": token_agreement(student, teacher.labeler, held_s, held_t),
         "heldout": heldout_metrics(student, held_s, action_tok, text_tok, torch.device("cpu")),
         "phases": state["phases"],
         "closed_loop_eval": teacher_loop["config"],

@@ -50,6 +50,7 @@ class CoTrainingData:
     qa_answer: torch.Tensor  # (M, 5) long answer ids + <eos>, padded with IGNORE
     qa_kind: list[str]  # (M,) question type
     prompts: list[list[int]]  # prompt id lists (action prompts per task, then questions)
+    prompt_texts: list[str]  # the same prompts as text ("act: open the drawer")
     pad_id: int
     episode_rows: list["EpisodeRows"]  # where each episode's frames and questions sit in the arrays
 
@@ -116,6 +117,7 @@ class CoTrainingData:
             qa_answer=torch.tensor(qa_answer, dtype=torch.long),
             qa_kind=qa_kind,
             prompts=prompts,
+            prompt_texts=list(prompt_index),
             pad_id=text_tok.token_to_id(PAD),
             episode_rows=episode_rows,
         )

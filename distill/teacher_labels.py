@@ -34,11 +34,14 @@ DEFAULT_TOPK = 16
 FINGERPRINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "action_tokenizer.json")
 
 
-def teacher_fingerprint(folder: str | Path) -> str:
-    """sha256 over the teacher's weights, config and tokenizers."""
+def folder_fingerprint(folder: str | Path, names: tuple[str, ...] | None = None) -> str:
+    """sha256 over a model folder's files (weights, config, tokenizers); `names` limits it to those files."""
+    folder = Path(folder)
+    if names is None:
+        names = tuple(sorted(p.name for p in folder.iterdir() if p.is_file()))
     digest = hashlib.sha256()
-    for name in FINGERPRINT_FILES:
-        path = Path(folder) / name
+    for name in names:
+        path = folder / name
         if not path.is_file():
             raise UserError(f"teacher folder {folder} lacks {name}: pass a complete model folder")
         digest.update(name.encode())
@@ -46,6 +49,38 @@ def teacher_fingerprint(folder: str | Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def teacher_fingerprint(folder: str | Path) -> str:
+    """sha256 over a vla-edge teacher's weights, config and tokenizers."""
+    return folder_fingerprint(folder, FINGERPRINT_FILES)
+
+
+class VlaTeacher:
+    """A vla-edge VLA folder as a source of labels (same vocabulary as the student)."""
+
+    def __init__(self, model, folder: str | Path) -> None:
+        self.model = model.eval()
+        self.folder = Path(folder)
+
+    def fingerprint(self) -> str:
+        return teacher_fingerprint(self.folder)
+
+    @torch.no_grad()
+    def label_actions(self, data: CoTrainingData, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 5, 256) logits over the action ids, teacher-forced with the data's action tokens."""
+        batch = data.batch(frames, data.frame_prompt[frames], data.action_targets[frames])
+        m = self.model
+        logits = m(m.preprocess(batch["frames"]), batch["prompt_ids"], batch["prompt_mask"], batch["target_inputs"])
+        return logits[..., m.action_ids]
+
+    @torch.no_grad()
+    def label_questions(self, data: CoTrainingData, rows: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 5, k) top-k logits and their ids at each answer position."""
+        batch = data.batch(data.qa_frame[rows], data.qa_prompt[rows], data.qa_answer[rows])
+        m = self.model
+        logits = m(m.preprocess(batch["frames"]), batch["prompt_ids"], batch["prompt_mask"], batch["target_inputs"])
+        return logits.topk(topk, dim=-1)
 
 
 def rows_fingerprint(rows: EpisodeRows, data: CoTrainingData) -> str:
@@ -69,40 +104,34 @@ def _episode_key(rows: EpisodeRows) -> str:
     return f"{Path(rows.dataset).resolve()}::{rows.episode}"
 
 
-@torch.no_grad()
 def _label_rows(teacher, data: CoTrainingData, rows: EpisodeRows, topk: int, batch_size: int) -> dict[str, np.ndarray]:
-    action_ids = teacher.action_ids
     out_actions, out_values, out_ids = [], [], []
-    frames = torch.arange(rows.frame_start, rows.frame_end)
-    for chunk in frames.split(batch_size):
-        batch = data.batch(chunk, data.frame_prompt[chunk], data.action_targets[chunk])
-        logits = teacher(teacher.preprocess(batch["frames"]), batch["prompt_ids"], batch["prompt_mask"],
-                         batch["target_inputs"])  # (B, 5, V)
-        out_actions.append(logits[..., action_ids].half().numpy())
-    questions = torch.arange(rows.qa_start, rows.qa_end)
-    for chunk in questions.split(batch_size):
-        batch = data.batch(data.qa_frame[chunk], data.qa_prompt[chunk], data.qa_answer[chunk])
-        logits = teacher(teacher.preprocess(batch["frames"]), batch["prompt_ids"], batch["prompt_mask"],
-                         batch["target_inputs"])
-        values, ids = logits.topk(topk, dim=-1)  # (B, 5, k)
-        out_values.append(values.half().numpy())
-        out_ids.append(ids.int().numpy())
-    k = topk
+    for chunk in torch.arange(rows.frame_start, rows.frame_end).split(batch_size):
+        out_actions.append(teacher.label_actions(data, chunk).half().numpy())
+    if topk:
+        for chunk in torch.arange(rows.qa_start, rows.qa_end).split(batch_size):
+            values, ids = teacher.label_questions(data, chunk, topk)
+            out_values.append(values.half().numpy())
+            out_ids.append(ids.int().numpy())
+    n_q = rows.qa_end - rows.qa_start
     return {
-        "action_logits": np.concatenate(out_actions) if out_actions else np.zeros((0, 5, len(action_ids)), np.float16),
-        "qa_values": np.concatenate(out_values) if out_values else np.zeros((0, 5, k), np.float16),
-        "qa_ids": np.concatenate(out_ids) if out_ids else np.zeros((0, 5, k), np.int32),
+        "action_logits": np.concatenate(out_actions) if out_actions else np.zeros((0, 5, 256), np.float16),
+        "qa_values": np.concatenate(out_values) if out_values else np.zeros((n_q, 5, 0), np.float16),
+        "qa_ids": np.concatenate(out_ids) if out_ids else np.zeros((n_q, 5, 0), np.int32),
     }
 
 
-def label_dataset(teacher, teacher_folder: str | Path, data: CoTrainingData, out: str | Path,
-                  topk: int = DEFAULT_TOPK, batch_size: int = 64, progress: bool = True) -> TeacherLabels:
-    """Label every episode of `data` with `teacher` (loaded from `teacher_folder`), reusing a cache at `out`."""
+def label_dataset(teacher, data: CoTrainingData, out: str | Path, topk: int = DEFAULT_TOPK, batch_size: int = 64,
+                  progress: bool = True) -> TeacherLabels:
+    """Label every episode of `data` with `teacher` (a VlaTeacher or HFTeacher), reusing a cache at `out`.
+
+    topk = 0 stores no question labels (a teacher whose vocabulary differs from the student's).
+    """
     from tqdm import tqdm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = teacher_fingerprint(teacher_folder)
+    fingerprint = teacher.fingerprint()
     manifest_path = out / "manifest.json"
     manifest = {"format": LABELS_FORMAT, "version": LABELS_VERSION, "teacher": fingerprint, "topk": topk, "episodes": {}}
     if manifest_path.is_file():
@@ -120,7 +149,6 @@ def label_dataset(teacher, teacher_folder: str | Path, data: CoTrainingData, out
         if existing.get("topk") != topk:
             raise UserError(f"{out} holds top-{existing.get('topk')} labels, not top-{topk}: delete it to label again")
         manifest = existing
-    teacher.eval()
     for rows in tqdm(data.episode_rows, desc="teacher labels", unit="ep", disable=not progress):
         key = _episode_key(rows)
         expect = rows_fingerprint(rows, data)

@@ -7,7 +7,7 @@ import pytest
 from conftest import HAVE_SIM, needs_sim, run_module
 
 COMMANDS = {
-    "distill": ["tasks", "record", "inspect", "tokenizer", "evaluate", "train-teacher", "card"],
+    "distill": ["tasks", "record", "inspect", "tokenizer", "evaluate", "train-teacher", "student", "card"],
     "runtime": ["tokenizer"],
     "firmware_bridge": ["ports"],
     "export": ["doctor"],

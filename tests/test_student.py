@@ -3,7 +3,6 @@
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from conftest import needs_sim, run_module
@@ -24,7 +23,7 @@ def teacher(tiny_dataset, tmp_path_factory):
     return out
 
 
-def _kl_and_agreement(student, teacher_model, data, labels):
+def _kl_and_agreement(student, labeler, data, labels):
     from distill.distill_loss import kl_to_teacher
     from distill.student import token_agreement
 
@@ -35,7 +34,7 @@ def _kl_and_agreement(student, teacher_model, data, labels):
         logits = student(student.preprocess(batch["frames"]), batch["prompt_ids"], batch["prompt_mask"],
                          batch["target_inputs"])
     kl = float(kl_to_teacher(logits[..., student.action_ids], labels.action_logits[rows], 2.0))
-    return kl, token_agreement(student, teacher_model, data, data, max_frames=len(data))
+    return kl, token_agreement(student, labeler, data, data, max_frames=len(data))
 
 
 def test_distillation_lowers_kl_and_raises_agreement(teacher, tiny_dataset, tmp_path):
@@ -45,24 +44,25 @@ def test_distillation_lowers_kl_and_raises_agreement(teacher, tiny_dataset, tmp_
     from distill.reference_policy import load_vla_folder
     from distill.student import SMOKE_STUDENT_SIZES, student_model_config
     from distill.teacher_data import CoTrainingData
-    from distill.teacher_labels import label_dataset
+    from distill.teacher_labels import VlaTeacher, label_dataset
     from distill.train_teacher import make_optimizer, smoke_config
     from distill.training import LoopSettings, run_loop
 
     teacher_model, text_tok, action_tok = load_vla_folder(teacher)
     ds = Dataset.open(tiny_dataset)
     data = CoTrainingData.build(ds, text_tok, action_tok, [e.index for e in ds.episodes], 32)
-    labels = label_dataset(teacher_model, teacher, data, tmp_path / "labels", progress=False)
+    labeler = VlaTeacher(teacher_model, teacher)
+    labels = label_dataset(labeler, data, tmp_path / "labels", progress=False)
     torch.manual_seed(0)
     student = VlaModel(student_model_config(teacher_model.config, SMOKE_STUDENT_SIZES))
-    kl_before, agree_before = _kl_and_agreement(student, teacher_model, data, labels)
+    kl_before, agree_before = _kl_and_agreement(student, labeler, data, labels)
     optimizer = make_optimizer(student, smoke_config("", ""))
     state = {"step": 0, "train_seconds": 0.0, "log": []}
     run_loop(student, optimizer, state, LoopSettings(steps=150, seed=0, lr=3e-3, warmup_steps=5),
              sample=lambda rng: data.sample(rng, 16, 0.66, 0),
              loss_fn=lambda m, b: distill_loss(m, b, labels, DistillWeights(), torch.device("cpu")),
              save=lambda st: None, progress=False)
-    kl_after, agree_after = _kl_and_agreement(student, teacher_model, data, labels)
+    kl_after, agree_after = _kl_and_agreement(student, labeler, data, labels)
     assert kl_after < 0.5 * kl_before, (kl_before, kl_after)
     assert agree_after > agree_before + 0.1, (agree_before, agree_after)
 
