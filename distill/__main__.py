@@ -111,8 +111,13 @@ def cmd_evaluate(args) -> int:
     ).check()
     if dataset is not None:
         check_unseen(config, dataset)
-    make_policy, name = policy_factory(args.policy)
-    report = evaluate(make_policy, config, policy_name=name, progress=not args.no_progress)
+    if args.workers > 1 and len(config.tasks) > 1:
+        from distill.evaluate import evaluate_in_workers
+
+        report = evaluate_in_workers(args.policy, config, args.workers, progress=not args.no_progress)
+    else:
+        make_policy, name = policy_factory(args.policy)
+        report = evaluate(make_policy, config, policy_name=name, progress=not args.no_progress)
     path = write_report(report, args.out)
     print(format_table(report))
     print(f"report: {path}")
@@ -241,6 +246,8 @@ _ev.add_argument("--seeds", type=int, default=20, help="episodes (seeds) per tas
 _ev.add_argument("--seed-start", type=int, default=None,
                  help="first evaluation seed (default: 100000, above every recorded seed)")
 _ev.add_argument("--dataset", help="a dataset whose image settings to use and whose seeds must stay unseen")
+_ev.add_argument("--workers", type=int, default=1,
+                 help="processes to spread the tasks over, one thread each (default: %(default)s)")
 _ev.add_argument("--out", default="runs/eval.json", help="JSON report path (default: %(default)s)")
 _add_sim_args(_ev, defaults_from_dataset=True)
 

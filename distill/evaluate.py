@@ -169,6 +169,41 @@ def evaluate(
     }
 
 
+def evaluate_in_workers(policy: str, config: EvalConfig, workers: int, progress: bool = True) -> dict:
+    """Spread the tasks over `workers` processes (`python -m distill evaluate` each, one torch thread),
+    then merge their JSON reports into one, as if a single process had run every episode."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    config.check()
+    groups = [config.tasks[k::workers] for k in range(workers) if config.tasks[k::workers]]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vla-edge-eval-") as tmp:
+        procs = []
+        for k, tasks in enumerate(groups):
+            cmd = [sys.executable, "-m", "distill", "evaluate", "--policy", policy, "--tasks", ",".join(tasks),
+                   "--seeds", str(config.seeds_per_task), "--seed-start", str(config.seed_start),
+                   "--max-steps", str(config.max_steps), "--image-size", str(config.image_size),
+                   "--camera", config.camera, "--out", os.path.join(tmp, f"{k}.json"), "--no-progress"]
+            env = dict(os.environ, OMP_NUM_THREADS="1")
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        for proc in procs:
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                raise UserError(f"an evaluation worker failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
+        reports = [json.loads(open(os.path.join(tmp, f"{k}.json")).read()) for k in range(len(groups))]
+    order = {task: i for i, task in enumerate(config.tasks)}
+    episodes = sorted((e for r in reports for e in r["episodes"]), key=lambda e: (order[e["task"]], e["seed"]))
+    results = [EpisodeResult(**e) for e in episodes]
+    merged = dict(reports[0])
+    merged.update(config=asdict(config), wall_s=time.perf_counter() - start, workers=len(groups),
+                  tasks=summarize(results, config.tasks), episodes=episodes)
+    return merged
+
+
 def format_table(report: dict) -> str:
     """The report as a fixed-width table for the terminal."""
     lines = [

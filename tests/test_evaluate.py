@@ -116,3 +116,16 @@ def test_unknown_task_writes_nothing(tmp_path):
 def test_unknown_policy_is_a_clear_error(tmp_path):
     proc = run_module("distill", "evaluate", "--policy", "gpt", "--tasks", "reach", "--out", str(tmp_path / "e.json"))
     assert proc.returncode == 2 and "unknown policy 'gpt'" in proc.stderr
+
+
+def test_workers_give_the_same_episodes_as_one_process(tmp_path):
+    from distill.evaluate import evaluate_in_workers
+    from distill.expert import ScriptedExpert
+
+    config = _config(tasks="drawer-open,reach,push", max_steps=120)
+    single = evaluate(ScriptedExpert, config, "expert", progress=False)
+    spread = evaluate_in_workers("expert", _config(tasks="drawer-open,reach,push", max_steps=120), 2, progress=False)
+    key = lambda e: (e["task"], e["seed"], e["success"], e["length"], e["ended_by"])  # noqa: E731
+    assert [key(e) for e in spread["episodes"]] == [key(e) for e in single["episodes"]]
+    assert spread["tasks"]["overall"]["successes"] == single["tasks"]["overall"]["successes"]
+    assert spread["workers"] == 2
