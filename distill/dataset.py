@@ -195,6 +195,14 @@ class Dataset:
             dataset.check_files()
         return dataset
 
+    @classmethod
+    def open_nonempty(cls, root: str | os.PathLike) -> "Dataset":
+        """Open a dataset that training will read: it must hold at least one episode."""
+        dataset = cls.open(root)
+        if len(dataset) == 0:
+            raise DatasetError(f"dataset {root} is empty: record episodes with `python -m distill record --out {root}`")
+        return dataset
+
     def check_files(self) -> None:
         """Cheap integrity check: every chunk exists with the size the manifest recorded."""
         for ep in self.episodes:

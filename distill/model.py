@@ -27,7 +27,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from distill.prompts import PROMPT_LAYOUT
+from distill.prompts import BOS, EOS, PAD, PROMPT_LAYOUT
 
 
 @dataclass(frozen=True)
@@ -191,6 +191,12 @@ class VlaModel(PreTrainedModel):
                                            use_cache=False).last_hidden_state
         first = prompt_ids.shape[1] + image.shape[1] - 1  # the last image position predicts target 0
         return self.language_model.lm_head(hidden[:, first:])  # (B, Lt, vocab)
+
+
+def config_for_tokenizer(sizes: ModelSizes, text_tok, action_ids, action_dim: int) -> VlaConfig:
+    """A VlaConfig over `text_tok`'s vocabulary and special tokens, with `action_ids` as the action bins."""
+    return VlaConfig.from_sizes(sizes, text_tok.get_vocab_size(), list(action_ids), text_tok.token_to_id(PAD),
+                                text_tok.token_to_id(BOS), text_tok.token_to_id(EOS), action_dim=action_dim)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -23,12 +23,11 @@ from distill.dataset import Dataset
 from distill.distill_loss import DistillWeights, distill_loss
 from distill.evaluate import EvalConfig, evaluate
 from distill.flops import flops_per_action
-from distill.model import ModelSizes, VlaConfig, VlaModel, count_parameters
+from distill.model import ModelSizes, VlaConfig, VlaModel, config_for_tokenizer, count_parameters
 from distill.record import RecordConfig, record
 from distill.reference_policy import TorchVlaPolicy, load_vla_folder
 from distill.teacher_data import CoTrainingData
 from distill.hf_teacher import HFTeacher, HFTeacherPolicy, is_vla_edge_folder
-from distill.prompts import BOS, EOS, PAD
 from distill.teacher_labels import DEFAULT_TOPK, VlaTeacher, label_dataset
 from distill.text_tokenizer import build_text_tokenizer
 from runtime.action_tokenizer import ActionTokenizer
@@ -188,8 +187,7 @@ def load_teacher(config: StudentConfig) -> LoadedTeacher:
     action_tok = ActionTokenizer.from_statistics(teacher_actions.names, teacher_actions.low, teacher_actions.high, table,
                                                  teacher_actions.units)
     hf = HFTeacher(config.teacher, teacher_actions, action_tok, config.prompt_template)
-    template = VlaConfig.from_sizes(config.sizes, text_tok.get_vocab_size(), table.ids, text_tok.token_to_id(PAD),
-                                    text_tok.token_to_id(BOS), text_tok.token_to_id(EOS), action_dim=action_tok.dim)
+    template = config_for_tokenizer(config.sizes, text_tok, table.ids, action_tok.dim)
     return LoadedTeacher("huggingface", hf.model, hf, HFTeacherPolicy(hf), text_tok, action_tok, template, None, 0)
 
 
@@ -198,9 +196,7 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
     config.check()
     torch.set_num_threads(config.threads)
     device = pick_device(config.device)
-    dataset = Dataset.open(config.dataset)
-    if len(dataset) == 0:
-        raise UserError(f"dataset {config.dataset} is empty: record episodes with `python -m distill record`")
+    dataset = Dataset.open_nonempty(config.dataset)
     teacher = load_teacher(config)
     text_tok, action_tok = teacher.text_tok, teacher.action_tok
     out = Path(config.out)

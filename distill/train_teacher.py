@@ -24,8 +24,8 @@ from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.dataset import Dataset
 from distill.decoding import allowed_mask, greedy_decode
 from distill.flops import flops_per_action
-from distill.model import SMOKE_SIZES, TEACHER_SIZES, ModelSizes, VlaConfig, VlaModel, count_parameters
-from distill.prompts import BOS, EOS, PAD
+from distill.model import SMOKE_SIZES, TEACHER_SIZES, ModelSizes, VlaModel, config_for_tokenizer, count_parameters
+from distill.prompts import EOS
 from distill.training import LoopSettings, run_loop
 from distill.teacher_data import IGNORE, TARGET_LEN, CoTrainingData
 from distill.text_tokenizer import build_text_tokenizer, save_text_tokenizer
@@ -176,9 +176,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
     config.check()
     torch.set_num_threads(config.threads)
     device = pick_device(config.device)
-    dataset = Dataset.open(config.dataset)
-    if len(dataset) == 0:
-        raise UserError(f"dataset {config.dataset} has no episodes: record some with `python -m distill record`")
+    dataset = Dataset.open_nonempty(config.dataset)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     text_tok, table = build_text_tokenizer()
@@ -203,10 +201,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
             raise UserError(f"checkpoint {ckpt} was trained with seed {state.get('seed')}: pass --seed {state.get('seed')}")
     else:
         torch.manual_seed(config.seed)
-        model_config = VlaConfig.from_sizes(config.sizes, text_tok.get_vocab_size(), table.ids,
-                                            text_tok.token_to_id(PAD), text_tok.token_to_id(BOS), text_tok.token_to_id(EOS),
-                                            action_dim=len(stats.names))
-        model = VlaModel(model_config)
+        model = VlaModel(config_for_tokenizer(config.sizes, text_tok, table.ids, len(stats.names)))
         optimizer = make_optimizer(model, config)
         state = {"step": 0, "seed": config.seed, "train_seconds": 0.0, "log": []}
     model.to(device).train()
