@@ -33,8 +33,12 @@ def greedy_decode(
     steps: int,
     mask: torch.Tensor,  # (vocab,) additive: 0 allowed, -inf forbidden
     stop_id: int | None = None,
-) -> torch.Tensor:
-    """(B, steps) greedily decoded ids; after `stop_id` a row keeps emitting `stop_id`."""
+    return_logits: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """(B, steps) greedily decoded ids; after `stop_id` a row keeps emitting `stop_id`.
+
+    With `return_logits`, also the (B, steps, vocab) unmasked logits each token was chosen from.
+    """
     lm = model.language_model
     batch = pixel_values.shape[0]
     image = model.embed_image(pixel_values)  # (B, N, D)
@@ -45,10 +49,11 @@ def greedy_decode(
     out = lm(inputs_embeds=embeds, attention_mask=attn, position_ids=positions, past_key_values=cache,
              use_cache=True, logits_to_keep=1)
     next_pos = positions[:, -1:] + 1  # (B, 1)
-    tokens = []
+    tokens, raw = [], []
     done = torch.zeros(batch, dtype=torch.bool)
     for step in range(steps):
-        logits = out.logits[:, -1].float() + mask  # (B, vocab)
+        raw.append(out.logits[:, -1].float())
+        logits = raw[-1] + mask  # (B, vocab)
         token = logits.argmax(-1)  # (B,)
         if stop_id is not None:
             token = torch.where(done, torch.full_like(token, stop_id), token)
@@ -60,4 +65,6 @@ def greedy_decode(
         out = lm(inputs_embeds=model.embed_tokens(token[:, None]), attention_mask=attn, position_ids=next_pos,
                  past_key_values=out.past_key_values, use_cache=True)
         next_pos = next_pos + 1
+    if return_logits:
+        return torch.stack(tokens, dim=1), torch.stack(raw, dim=1)
     return torch.stack(tokens, dim=1)

@@ -1,7 +1,9 @@
-"""`python -m export`: checkpoint to bundle.
+"""`python -m export`: checkpoint to a verified, self-describing bundle.
 
 Examples:
 
+    python -m export models/student --out bundles/student-fp32 --dataset data/demos
+    python -m export verify bundles/student-fp32 --dataset data/demos
     python -m export doctor
 """
 
@@ -17,7 +19,8 @@ TOOLCHAIN = (
     ("torch", "PyTorch reference model", "pip install torch==2.13.0"),
     ("transformers", "model building blocks", "pip install '.[train]'"),
     ("onnxruntime", "ONNX sessions and quantization", "pip install ."),
-    ("onnx", "ONNX graphs", "pip install onnx"),
+    ("onnx", "ONNX graphs", "pip install '.[train]'"),
+    ("onnxscript", "torch.onnx's exporter", "pip install '.[train]'"),
     ("tensorrt", "TensorRT engines (optional)", "comes with JetPack on a Jetson; NVIDIA's index elsewhere"),
 )
 
@@ -38,10 +41,67 @@ def cmd_doctor(args) -> int:
     return 0
 
 
-cli = CommandLine("python -m export",
-                  "Export a student checkpoint to a verified bundle (the exporter arrives with the export issue).", __doc__)
+def cmd_bundle(args) -> int:
+    from export.exporter import ExportConfig, export_bundle
+
+    manifest = export_bundle(ExportConfig(checkpoint=args.checkpoint, out=args.out, precision=args.precision,
+                                          force=args.force, text_mode=not args.no_text_mode,
+                                          parity_frames=args.parity_frames, dataset=args.dataset))
+    parity = manifest["metrics"]["parity_fp32"]
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    print(f"bundle {args.out}: {manifest['precision']}, {size / 1e6:.2f} MB; parity on {parity['frames']} frames: "
+          f"max |logit diff| {parity['max_abs_logit_diff']:.2e}, identical tokens {parity['identical_tokens']:.1%}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from export.exporter import parity_check, parity_frames, ExportConfig, PARITY_MAX_LOGIT_DIFF
+    from distill.reference_policy import load_vla_folder
+    from runtime.bundle import Bundle
+    from runtime.errors import UserError
+
+    bundle = Bundle.load(args.bundle)  # sha256 of every file, every required field
+    source = args.checkpoint or bundle.manifest["model"]["source"]
+    model, text_tok, _ = load_vla_folder(source)
+    config = ExportConfig(checkpoint=source, out=args.bundle, force=True, parity_frames=args.parity_frames,
+                          dataset=args.dataset)
+    parity = parity_check(model.eval(), text_tok, bundle, *parity_frames(config, model, config.parity_frames))
+    print(f"{args.bundle}: files and manifest ok; against {source} on {parity['frames']} frames: max |logit diff| "
+          f"{parity['max_abs_logit_diff']:.2e}, identical tokens {parity['identical_tokens']:.1%}")
+    if parity["max_abs_logit_diff"] > PARITY_MAX_LOGIT_DIFF or parity["identical_tokens"] < 1.0:
+        raise UserError(f"{args.bundle} does not match {source} (limit {PARITY_MAX_LOGIT_DIFF:.0e}, identical tokens)")
+    return 0
+
+
+cli = CommandLine("python -m export", "Export a checkpoint to a verified, self-describing ONNX bundle.", __doc__)
+_b = cli.command("bundle", "export a checkpoint folder to a bundle (the default command)",
+                 "python -m export models/student --out bundles/student-fp32", cmd_bundle,
+                 description="Export the vision and decoder graphs, embedding table, tokenizer and manifest; check "
+                             "parity against PyTorch; write the bundle atomically.")
+_b.add_argument("checkpoint", help="model folder (models/student, models/teacher)")
+_b.add_argument("--out", required=True, help="bundle folder to write")
+_b.add_argument("--precision", default="fp32", help="fp32 (default)")
+_b.add_argument("--dataset", help="dataset whose held-out frames the parity check uses (default: seeded noise)")
+_b.add_argument("--parity-frames", type=int, default=200, help="frames in the parity check (default: %(default)s)")
+_b.add_argument("--no-text-mode", action="store_true", help="skip the full-vocabulary decoder (question answering)")
+_b.add_argument("--force", action="store_true", help="replace an existing --out")
+_v = cli.command("verify", "check an existing bundle: sha256, manifest, parity against its checkpoint",
+                 "python -m export verify bundles/student-fp32 --dataset data/demos", cmd_verify)
+_v.add_argument("bundle", help="bundle folder")
+_v.add_argument("--checkpoint", help="PyTorch model folder to compare with (default: the manifest's source)")
+_v.add_argument("--dataset", help="dataset for held-out frames (default: seeded noise)")
+_v.add_argument("--parity-frames", type=int, default=200, help="frames (default: %(default)s)")
 cli.command("doctor", "say which parts of the export toolchain this machine has", "python -m export doctor", cmd_doctor,
-            description="Check for torch, transformers, onnx, onnxruntime (and its execution providers) and TensorRT.")
+            description="Check for torch, transformers, onnx, onnxscript, onnxruntime (and its providers) and TensorRT.")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `python -m export CHECKPOINT --out B` is `python -m export bundle CHECKPOINT --out B`.
+    if argv and not argv[0].startswith("-") and argv[0] not in ("bundle", "verify", "doctor"):
+        argv.insert(0, "bundle")
+    return cli.run(argv)
+
 
 if __name__ == "__main__":
-    sys.exit(cli.run())
+    sys.exit(main())

@@ -10,7 +10,7 @@ COMMANDS = {
     "distill": ["tasks", "record", "inspect", "tokenizer", "evaluate", "train-teacher", "student", "card"],
     "runtime": ["tokenizer"],
     "firmware_bridge": ["ports"],
-    "export": ["doctor"],
+    "export": ["bundle", "verify", "doctor"],
     "benchmarks": ["machine"],
 }
 

@@ -1,0 +1,160 @@
+"""The on-robot model: a bundle's ONNX graphs run with onnxruntime, greedy decoding masked to the action
+ids, one decoder step per action token reusing the KV cache. numpy and onnxruntime only.
+
+    engine = OnnxVla(Bundle.load("bundles/student-fp32"))
+    tokens, logits = engine.decode_actions(frame, "open the drawer")   # (D,) ids, (D, 256) logits
+    policy = OnnxPolicy.load("bundles/student-fp32"); policy.act(observation)
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from runtime.action_tokenizer import ActionIdTable, ActionTokenizer
+from runtime.bundle import Bundle, BundleError
+from runtime.errors import UserError
+from runtime.policy import Action, Observation
+
+
+class NonFiniteLogits(RuntimeError):
+    """The model produced NaN or infinite logits: no action may come from this step."""
+
+
+def session_options(threads: int = 1):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def action_tokenizer(manifest: dict) -> ActionTokenizer:
+    """The action tokenizer a bundle's manifest describes."""
+    a = manifest["action"]
+    table = ActionIdTable(ids=tuple(a["token_ids"]), vocab_size=a["vocab_size"], scheme="explicit", n_bins=a["n_bins"])
+    return ActionTokenizer.from_statistics(a["names"], low=a["low"], high=a["high"], table=table, units=a["units"])
+
+
+class OnnxVla:
+    """Vision graph + action-mode decoder graph of a bundle, on onnxruntime."""
+
+    def __init__(self, bundle: Bundle, threads: int = 1, providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        self.bundle = bundle
+        m = bundle.manifest
+        providers = providers or ["CPUExecutionProvider"]
+        options = session_options(threads)
+        self.vision = ort.InferenceSession(str(bundle.path(m["graphs"]["vision"]["file"])), options, providers=providers)
+        self.decoder = ort.InferenceSession(str(bundle.path(m["graphs"]["decoder_action"]["file"])), options,
+                                            providers=providers)
+        self.embed = bundle.embedding_table().astype(np.float32)  # (vocab, hidden)
+        d = m["decoder"]
+        self.layers, self.kv_heads, self.head_size = d["layers"], d["kv_heads"], d["head_size"]
+        self.kv_dtype = np.float16 if d.get("kv_dtype") == "float16" else np.float32
+        self.action_ids = np.asarray(m["action"]["token_ids"], dtype=np.int64)  # (256,)
+        self.steps = len(m["action"]["names"])
+        image = m["image"]
+        self.size = (image["width"], image["height"])
+        self.bgr = image["channel_order"] == "BGR"
+        self.scale = np.float32(image["scale"])
+        self.mean = np.asarray(image["mean"], np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(image["std"], np.float32).reshape(1, 3, 1, 1)
+        self.prompts: dict[str, list[int]] = m["prompt"]["prompts"]
+        self.past_names = [f"past_key_values.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def preprocess(self, frame: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32 as the manifest's image spec says."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise UserError(f"camera frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        if self.bgr:
+            frame = frame[:, :, ::-1]
+        pixels = frame.transpose(2, 0, 1)[None].astype(np.float32) * self.scale
+        return (pixels - self.mean) / self.std
+
+    def prompt_ids(self, instruction: str) -> list[int]:
+        key = instruction.strip().lower()
+        if key not in self.prompts:
+            known = ", ".join(sorted(self.prompts)[:6])
+            raise UserError(f"unknown instruction '{instruction}': this model was trained on {len(self.prompts)} "
+                            f"instructions ({known}, ...); see the bundle's manifest prompt.prompts")
+        return self.prompts[key]
+
+    # -- decoding --------------------------------------------------------------------------------
+    def decode_actions(self, frame: np.ndarray, instruction: str) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy masked decode of one action: (D,) vocabulary ids and (D, 256) action logits."""
+        tokens, logits, _ = self._decode(self.preprocess(frame), self.prompt_ids(instruction))
+        return tokens, logits
+
+    def _decode(self, pixels: np.ndarray, prompt: list[int]) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        timings = {}
+        t0 = time.perf_counter()
+        image = self.vision.run(None, {"pixel_values": pixels})[0]  # (1, N, hidden)
+        t1 = time.perf_counter()
+        timings["vision"] = t1 - t0
+        embeds = np.concatenate([self.embed[prompt][None], image.astype(np.float32)], axis=1)  # (1, L, hidden)
+        length = embeds.shape[1]
+        feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64),
+                 "position_ids": np.arange(length, dtype=np.int64)[None]}
+        empty = np.zeros((1, self.kv_heads, 0, self.head_size), self.kv_dtype)
+        feeds.update({name: empty for name in self.past_names})
+        tokens, all_logits = [], []
+        for step in range(self.steps):
+            outputs = self.decoder.run(None, feeds)
+            logits = outputs[0][0, -1].astype(np.float32)  # (256,) action logits
+            if not np.all(np.isfinite(logits)):
+                raise NonFiniteLogits(f"non-finite logits at action token {step}: no action is sent")
+            bin_index = int(np.argmax(logits))
+            tokens.append(int(self.action_ids[bin_index]))
+            all_logits.append(logits)
+            if step == 0:
+                timings["prefill"] = time.perf_counter() - t1
+            if step + 1 == self.steps:
+                break
+            length += 1
+            feeds = {"inputs_embeds": self.embed[tokens[-1]][None, None],
+                     "attention_mask": np.ones((1, length), np.int64),
+                     "position_ids": np.array([[length - 1]], np.int64)}
+            feeds.update(dict(zip(self.past_names, outputs[1:])))
+        timings["decode"] = time.perf_counter() - t1 - timings["prefill"]
+        return np.asarray(tokens, np.int64), np.stack(all_logits), timings
+
+
+class OnnxPolicy:
+    """A bundle behind the `Policy` protocol."""
+
+    name = "onnx"
+
+    def __init__(self, engine: OnnxVla) -> None:
+        self.engine = engine
+        self.tokenizer = action_tokenizer(engine.bundle.manifest)
+
+    @classmethod
+    def load(cls, path, threads: int = 1) -> "OnnxPolicy":
+        return cls(OnnxVla(Bundle.load(path), threads=threads))
+
+    def reset(self) -> None:
+        """No state between steps."""
+
+    def act(self, observation: Observation) -> Action:
+        t0 = time.perf_counter()
+        pixels = self.engine.preprocess(observation.image)
+        prompt = self.engine.prompt_ids(observation.instruction)
+        t1 = time.perf_counter()
+        tokens, _, timings = self.engine._decode(pixels, prompt)
+        t2 = time.perf_counter()
+        values = self.tokenizer.decode(tokens)
+        return Action(values=values, tokens=tokens,
+                      timings={"preprocess": t1 - t0, **timings, "detokenize": time.perf_counter() - t2})
+
+
+__all__ = ["OnnxVla", "OnnxPolicy", "NonFiniteLogits", "BundleError", "action_tokenizer"]

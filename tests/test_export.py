@@ -1,0 +1,152 @@
+"""Export: a checkpoint becomes a bundle whose manifest alone is enough to run it, checked against PyTorch."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import needs_sim, run_module
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxscript")
+pytestmark = needs_sim
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_dataset, tmp_path_factory):
+    from distill.train_teacher import smoke_config, train_teacher
+
+    out = tmp_path_factory.mktemp("ckpt") / "model"
+    config = smoke_config(str(tiny_dataset), str(out))
+    config.steps = 60
+    train_teacher(config, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(checkpoint, tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "fp32"
+    proc = run_module("export", str(checkpoint), "--out", str(out), "--dataset", str(tiny_dataset), "--parity-frames", "30")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_bundle_has_the_contract(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    parity = manifest["metrics"]["parity_fp32"]
+    assert parity["max_abs_logit_diff"] <= 1e-4 and parity["identical_tokens"] == 1.0 and parity["frames"] == 30
+    names = [i["name"] for i in manifest["graphs"]["decoder_action"]["inputs"]]
+    assert names[:3] == ["inputs_embeds", "attention_mask", "position_ids"]
+    assert names[3:5] == ["past_key_values.0.key", "past_key_values.0.value"]
+    outputs = manifest["graphs"]["decoder_action"]["outputs"]
+    assert outputs[0]["name"] == "logits" and outputs[0]["shape"][-1] == 256  # action-only output layer
+    assert manifest["graphs"]["decoder_text"]["outputs"][0]["shape"][-1] == manifest["decoder"]["vocab_size"]
+    assert not list(bundle.parent.glob(".*tmp*"))
+
+
+# A reader that knows only manifest.json, numpy and onnxruntime (no vla-edge code): preprocess, prompt,
+# prefill, masked greedy decode with the KV cache, de-tokenize.
+STANDALONE = r'''
+import json, sys
+import numpy as np, onnxruntime as ort
+root = sys.argv[1]
+m = json.load(open(f"{root}/manifest.json"))
+frame = np.load(sys.argv[2]); instruction = sys.argv[3]
+path = lambda key: f"{root}/" + m["files"][key]["path"]
+vision = ort.InferenceSession(path(m["graphs"]["vision"]["file"]), providers=["CPUExecutionProvider"])
+decoder = ort.InferenceSession(path(m["graphs"]["decoder_action"]["file"]), providers=["CPUExecutionProvider"])
+table = np.load(path(m["embedding"]["file"]))
+img = m["image"]
+assert frame.shape == (img["height"], img["width"], 3) and img["channel_order"] == "RGB"
+x = frame.transpose(2, 0, 1)[None].astype(np.float32) * img["scale"]
+x = (x - np.array(img["mean"], np.float32).reshape(1, 3, 1, 1)) / np.array(img["std"], np.float32).reshape(1, 3, 1, 1)
+image = vision.run(None, {"pixel_values": x})[0]
+prompt = m["prompt"]["prompts"][instruction]
+emb = np.concatenate([table[prompt][None], image], axis=1)
+d = m["decoder"]; L = emb.shape[1]
+feeds = {"inputs_embeds": emb, "attention_mask": np.ones((1, L), np.int64), "position_ids": np.arange(L)[None]}
+for name in d["past_names"]:
+    feeds[name] = np.zeros((1, d["kv_heads"], 0, d["head_size"]), np.float32)
+a = m["action"]; ids = a["token_ids"]; tokens = []
+for step in range(len(a["names"])):
+    out = decoder.run(None, feeds)
+    k = int(np.argmax(out[0][0, -1])); tokens.append(ids[k])
+    L += 1
+    feeds = {"inputs_embeds": table[[ids[k]]][None], "attention_mask": np.ones((1, L), np.int64),
+             "position_ids": np.array([[L - 1]])}
+    feeds.update(dict(zip(d["past_names"], out[1:])))
+bins = [ids.index(t) for t in tokens]
+values = [lo + (-1 + (b + 0.5) * 2 / a["n_bins"] + 1) / 2 * (hi - lo) for b, lo, hi in zip(bins, a["low"], a["high"])]
+print(json.dumps({"tokens": tokens, "values": values}))
+'''
+
+
+def test_manifest_alone_reproduces_the_runtime(bundle, tmp_path):
+    import subprocess
+    import sys
+
+    from runtime.onnx_engine import OnnxPolicy
+    from runtime.policy import Observation
+
+    script = tmp_path / "standalone.py"
+    script.write_text(STANDALONE)
+    policy = OnnxPolicy.load(bundle)
+    rng = np.random.default_rng(3)
+    for instruction in ("open the drawer", "reach to the goal"):
+        frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        np.save(tmp_path / "frame.npy", frame)
+        proc = subprocess.run([sys.executable, "-I", str(script), str(bundle), str(tmp_path / "frame.npy"), instruction],
+                              capture_output=True, text=True, cwd=tmp_path)  # -I: no project on the path
+        assert proc.returncode == 0, proc.stderr
+        theirs = json.loads(proc.stdout)
+        ours = policy.act(Observation(image=frame, instruction=instruction))
+        assert theirs["tokens"] == ours.tokens.tolist()
+        np.testing.assert_allclose(theirs["values"], ours.values, atol=1e-5)
+
+
+def test_verify_passes_then_catches_a_modified_graph(bundle, tmp_path):
+    proc = run_module("export", "verify", str(bundle), "--parity-frames", "10")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    data = bytearray((copy / "vision.onnx").read_bytes())
+    data[-10] ^= 0x01
+    (copy / "vision.onnx").write_bytes(bytes(data))
+    proc = run_module("export", "verify", str(copy))
+    assert proc.returncode == 2 and "sha256" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_missing_manifest_field_is_refused(bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["action"]["token_ids"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_module("export", "verify", str(copy))
+    assert proc.returncode == 2 and "token_ids" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_existing_output_and_unknown_architecture_are_refused(bundle, checkpoint, tmp_path):
+    before = {p.name: p.stat().st_mtime_ns for p in bundle.iterdir()}
+    proc = run_module("export", str(checkpoint), "--out", str(bundle))
+    assert proc.returncode == 2 and "--force" in proc.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in bundle.iterdir()} == before
+    other = tmp_path / "llama"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    proc = run_module("export", str(other), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "not a vla-edge VLA checkpoint" in proc.stderr
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp*"))
+
+
+def test_unknown_instruction_and_bad_frame_are_refused(bundle):
+    from runtime.errors import UserError
+    from runtime.onnx_engine import OnnxPolicy
+    from runtime.policy import Observation
+
+    policy = OnnxPolicy.load(bundle)
+    with pytest.raises(UserError, match="unknown instruction"):
+        policy.act(Observation(image=np.zeros((32, 32, 3), np.uint8), instruction="make coffee"))
+    with pytest.raises(ValueError, match="uint8"):
+        Observation(image=np.zeros((32, 32, 3), np.float32), instruction="open the drawer")
