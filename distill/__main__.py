@@ -87,6 +87,11 @@ def policy_factory(spec: str):
         from distill.expert import ScriptedExpert
 
         return ScriptedExpert, "expert"
+    if (Path(spec) / "manifest.json").is_file():  # an exported bundle: the on-robot ONNX path
+        from runtime.onnx_engine import OnnxPolicy
+
+        policy = OnnxPolicy.load(spec)
+        return (lambda task: policy), f"onnx:{spec}"
     if Path(spec).is_dir():
         from distill.reference_policy import TorchVlaPolicy
 
@@ -240,7 +245,8 @@ _ev = cli.command(
     description="Closed-loop evaluation over N unseen seeds per task; writes JSON and prints a table.",
 )
 _ev.add_argument("--policy", default="expert",
-                 help="'expert' (Meta-World's scripted expert) or a model folder such as models/teacher")
+                 help="'expert' (Meta-World's scripted expert), a model folder such as models/teacher, "
+                      "or a bundle folder (ONNX Runtime)")
 _ev.add_argument("--tasks", default="default", help="comma-separated task names, or 'default' (default: %(default)s)")
 _ev.add_argument("--seeds", type=int, default=20, help="episodes (seeds) per task (default: %(default)s)")
 _ev.add_argument("--seed-start", type=int, default=None,

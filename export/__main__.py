@@ -49,8 +49,12 @@ def cmd_bundle(args) -> int:
                                           parity_frames=args.parity_frames, dataset=args.dataset))
     parity = manifest["metrics"]["parity_fp32"]
     size = sum(f["bytes"] for f in manifest["files"].values())
-    print(f"bundle {args.out}: {manifest['precision']}, {size / 1e6:.2f} MB; parity on {parity['frames']} frames: "
+    print(f"bundle {args.out}: {manifest['precision']}, {size / 1e6:.2f} MB; fp32 parity on {parity['frames']} frames: "
           f"max |logit diff| {parity['max_abs_logit_diff']:.2e}, identical tokens {parity['identical_tokens']:.1%}")
+    versus = manifest["metrics"].get(f"{manifest['precision']}_vs_fp32")
+    if versus:
+        print(f"{manifest['precision']} against fp32: token agreement {versus['token_agreement']:.1%}, "
+              f"mean bin error {versus['mean_bin_error']:.2f}, max |logit diff| {versus['max_abs_logit_diff']:.2e}")
     return 0
 
 
@@ -66,10 +70,14 @@ def cmd_verify(args) -> int:
     config = ExportConfig(checkpoint=source, out=args.bundle, force=True, parity_frames=args.parity_frames,
                           dataset=args.dataset)
     parity = parity_check(model.eval(), text_tok, bundle, *parity_frames(config, model, config.parity_frames))
-    print(f"{args.bundle}: files and manifest ok; against {source} on {parity['frames']} frames: max |logit diff| "
-          f"{parity['max_abs_logit_diff']:.2e}, identical tokens {parity['identical_tokens']:.1%}")
-    if parity["max_abs_logit_diff"] > PARITY_MAX_LOGIT_DIFF or parity["identical_tokens"] < 1.0:
+    precision = bundle.manifest["precision"]
+    print(f"{args.bundle} ({precision}): files and manifest ok; against {source} on {parity['frames']} frames: "
+          f"max |logit diff| {parity['max_abs_logit_diff']:.2e}, identical tokens {parity['identical_tokens']:.1%}")
+    if precision == "fp32" and (parity["max_abs_logit_diff"] > PARITY_MAX_LOGIT_DIFF or parity["identical_tokens"] < 1.0):
         raise UserError(f"{args.bundle} does not match {source} (limit {PARITY_MAX_LOGIT_DIFF:.0e}, identical tokens)")
+    if precision != "fp32" and parity["identical_tokens"] < args.min_agreement:
+        raise UserError(f"{args.bundle}: only {parity['identical_tokens']:.1%} of frames decode to the same tokens as "
+                        f"{source} (--min-agreement {args.min_agreement:.0%})")
     return 0
 
 
@@ -80,7 +88,8 @@ _b = cli.command("bundle", "export a checkpoint folder to a bundle (the default 
                              "parity against PyTorch; write the bundle atomically.")
 _b.add_argument("checkpoint", help="model folder (models/student, models/teacher)")
 _b.add_argument("--out", required=True, help="bundle folder to write")
-_b.add_argument("--precision", default="fp32", help="fp32 (default)")
+_b.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                help="fp32, fp16 or int8 (dynamic); quantized bundles are compared with fp32 (default: %(default)s)")
 _b.add_argument("--dataset", help="dataset whose held-out frames the parity check uses (default: seeded noise)")
 _b.add_argument("--parity-frames", type=int, default=200, help="frames in the parity check (default: %(default)s)")
 _b.add_argument("--no-text-mode", action="store_true", help="skip the full-vocabulary decoder (question answering)")
@@ -91,6 +100,8 @@ _v.add_argument("bundle", help="bundle folder")
 _v.add_argument("--checkpoint", help="PyTorch model folder to compare with (default: the manifest's source)")
 _v.add_argument("--dataset", help="dataset for held-out frames (default: seeded noise)")
 _v.add_argument("--parity-frames", type=int, default=200, help="frames (default: %(default)s)")
+_v.add_argument("--min-agreement", type=float, default=0.8,
+                help="fp16/int8: least share of frames whose tokens equal PyTorch's (default: %(default)s)")
 cli.command("doctor", "say which parts of the export toolchain this machine has", "python -m export doctor", cmd_doctor,
             description="Check for torch, transformers, onnx, onnxscript, onnxruntime (and its providers) and TensorRT.")
 

@@ -28,12 +28,12 @@ from distill.tasks import INSTRUCTIONS
 from distill.teacher_data import encode_prompt
 from distill.vqa import all_question_texts
 from export.graphs import OPSET, export_decoder, export_vision, kv_names
+from export.quantize import PRECISIONS, quantize_graph
 from runtime.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST, Bundle, sha256_file
 from runtime.errors import UserError
 from runtime.onnx_engine import OnnxVla
 
 PARITY_MAX_LOGIT_DIFF = 1e-4
-PRECISIONS = ("fp32",)
 
 
 @dataclass
@@ -178,6 +178,22 @@ def parity_check(model, text_tok, bundle: Bundle, frames: np.ndarray, instructio
     return {"frames": len(frames), "max_abs_logit_diff": worst, "identical_tokens": same / len(frames)}
 
 
+def compare_with(bundle: Bundle, frames: np.ndarray, instructions: list[str],
+                 reference: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """A quantized bundle against fp32 outputs on the same frames: token agreement, bin error, logit gap."""
+    engine = OnnxVla(bundle)
+    ids = list(bundle.manifest["action"]["token_ids"])
+    agree, bin_error, worst = [], [], 0.0
+    for frame, instruction, (ref_tokens, ref_logits) in zip(frames, instructions, reference):
+        tokens, logits = engine.decode_actions(frame, instruction)
+        agree.append(float(np.mean(tokens == ref_tokens)))
+        bin_error.append(float(np.mean(np.abs(np.array([ids.index(t) for t in tokens]) -
+                                              np.array([ids.index(t) for t in ref_tokens])))))
+        worst = max(worst, float(np.abs(logits - ref_logits).max()))
+    return {"frames": len(frames), "token_agreement": float(np.mean(agree)), "mean_bin_error": float(np.mean(bin_error)),
+            "max_abs_logit_diff": worst}
+
+
 def export_bundle(config: ExportConfig, progress: bool = True) -> dict:
     """Export, check parity, and move the bundle into place; returns the manifest."""
     config.check()
@@ -213,6 +229,16 @@ def export_bundle(config: ExportConfig, progress: bool = True) -> dict:
                 f"{parity['frames']} frames; nothing was written"
             )
         manifest["metrics"]["parity_fp32"] = parity
+        if config.precision != "fp32":
+            reference = [OnnxVla(Bundle.load(tmp)).decode_actions(f, i) for f, i in zip(frames, instructions)]
+            for key, name in files.items():
+                if name.endswith(".onnx"):
+                    quantize_graph(tmp / name, config.precision)
+            manifest["files"] = {key: _file_entry(tmp, name) for key, name in files.items()}
+            manifest["precision"] = config.precision
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            manifest["metrics"][f"{config.precision}_vs_fp32"] = compare_with(Bundle.load(tmp), frames, instructions,
+                                                                              reference)
         manifest["metrics"]["export_seconds"] = round(time.perf_counter() - start, 1)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         _swap_into_place(tmp, out)

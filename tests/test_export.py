@@ -150,3 +150,16 @@ def test_unknown_instruction_and_bad_frame_are_refused(bundle):
         policy.act(Observation(image=np.zeros((32, 32, 3), np.uint8), instruction="make coffee"))
     with pytest.raises(ValueError, match="uint8"):
         Observation(image=np.zeros((32, 32, 3), np.float32), instruction="open the drawer")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_quantized_bundles_are_compared_with_fp32(checkpoint, tmp_path, precision):
+    out = tmp_path / precision
+    proc = run_module("export", str(checkpoint), "--out", str(out), "--precision", precision, "--parity-frames", "20")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    versus = manifest["metrics"][f"{precision}_vs_fp32"]
+    assert manifest["precision"] == precision and versus["frames"] == 20
+    assert 0.0 <= versus["token_agreement"] <= 1.0 and versus["max_abs_logit_diff"] > 0  # really lower precision
+    proc = run_module("export", "verify", str(out), "--parity-frames", "10", "--min-agreement", "0.5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
