@@ -147,6 +147,24 @@ def closed_loop(policy, dataset: Dataset, config: StudentConfig, name: str, prog
     return {"config": report["config"], "tasks": report["tasks"]}
 
 
+def reuse_teacher_eval(config: StudentConfig, dataset: Dataset) -> dict | None:
+    """The teacher folder's own closed-loop report, when it ran on exactly the seeds and settings we would."""
+    import json
+
+    from distill.model_card import EVAL_FILE
+
+    path = Path(config.teacher) / EVAL_FILE
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    want = EvalConfig(tasks=sorted(dataset.tasks), seeds_per_task=config.eval_seeds, max_steps=config.eval_max_steps,
+                      image_size=dataset.image["height"], camera=dataset.image["camera"]).check()
+    have = report.get("config", {})
+    same = all(have.get(k) == v for k, v in asdict(want).items() if k != "tasks") and \
+        sorted(have.get("tasks", [])) == sorted(want.tasks)
+    return {"config": have, "tasks": report["tasks"]} if same else None
+
+
 def _sources(dataset: Dataset, train_eps: list[int], out: Path, rounds_done: int) -> list[tuple[Dataset, list[int]]]:
     sources = [(dataset, train_eps)]
     for r in range(1, rounds_done + 1):
@@ -237,6 +255,15 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
     for phase in range(config.rounds + 1):
         if phase < len(state["phases"]):
             continue  # finished before a restart
+        if phase > 0:  # DAgger: the current student drives, the teacher labels; resumes a partial round
+            layout = dataset.manifest["recording"]["layout"]
+            round_config = RecordConfig(tasks=sorted(dataset.tasks), episodes_per_task=config.round_episodes,
+                                        seed_start=ROUND_SEED_START + 1000 * phase, image_size=dataset.image["height"],
+                                        camera=dataset.image["camera"], max_steps=layout["max_steps"],
+                                        post_success_steps=layout["post_success_steps"])
+            record(out / "rounds" / f"round_{phase}", round_config, resume=True, progress=progress,
+                   actor=lambda task: student_policy(), labeler=lambda task: teacher.policy,
+                   policy_name=f"student-round-{phase}-labelled-by-teacher")
         sources = _sources(dataset, train_eps, out, phase)
         data_s = CoTrainingData.build_from(sources, text_tok, action_tok, student_size, progress)
         data_t = data_s if teacher_size == student_size else \
@@ -254,18 +281,9 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
         state["phases"].append({"phase": phase, "step": state["step"], "frames": len(data_s),
                                 "closed_loop": result["tasks"]})
         save_checkpoint(ckpt, student, optimizer, state, extra_files=tokenizer_files)
-        if phase < config.rounds:
-            round_config = RecordConfig(tasks=sorted(dataset.tasks), episodes_per_task=config.round_episodes,
-                                        seed_start=ROUND_SEED_START + 1000 * phase, image_size=dataset.image["height"],
-                                        camera=dataset.image["camera"],
-                                        max_steps=dataset.manifest["recording"]["layout"]["max_steps"],
-                                        post_success_steps=dataset.manifest["recording"]["layout"]["post_success_steps"])
-            record(out / "rounds" / f"round_{phase + 1}", round_config, resume=True, progress=progress,
-                   actor=lambda task: student_policy(), labeler=lambda task: teacher.policy,
-                   policy_name=f"student-round-{phase + 1}-labelled-by-teacher")
 
     student.cpu().eval()
-    teacher_loop = closed_loop(teacher.policy, dataset, config, "teacher", progress)
+    teacher_loop = reuse_teacher_eval(config, dataset) or closed_loop(teacher.policy, dataset, config, "teacher", progress)
     prompt_len = mean_action_prompt(held_s)
     student_flops = flops_per_action(student.config, prompt_len)
     teacher_flops = flops_per_action(teacher.model.config, prompt_len) if teacher.topk else None
