@@ -111,6 +111,7 @@ def cmd_evaluate(args) -> int:
         seeds_per_task=args.seeds,
         seed_start=EVAL_SEED_START if args.seed_start is None else args.seed_start,
         max_steps=args.max_steps,
+        terminate_after=args.terminate_after,
         image_size=args.image_size or (dataset.image["height"] if dataset else DEFAULT_IMAGE_SIZE),
         camera=args.camera or (dataset.image["camera"] if dataset else DEFAULT_CAMERA),
     ).check()
@@ -252,6 +253,8 @@ _ev.add_argument("--seeds", type=int, default=20, help="episodes (seeds) per tas
 _ev.add_argument("--seed-start", type=int, default=None,
                  help="first evaluation seed (default: 100000, above every recorded seed)")
 _ev.add_argument("--dataset", help="a dataset whose image settings to use and whose seeds must stay unseen")
+_ev.add_argument("--terminate-after", type=int, default=3,
+                 help="consecutive terminate actions that end an episode (default: %(default)s)")
 _ev.add_argument("--workers", type=int, default=1,
                  help="processes to spread the tasks over, one thread each (default: %(default)s)")
 _ev.add_argument("--out", default="runs/eval.json", help="JSON report path (default: %(default)s)")

@@ -1,7 +1,9 @@
 """Closed-loop evaluation: run any `Policy` in the simulator over unseen seeds and report success.
 
 An episode ends when the simulator reports success (a success), when the policy sets its terminate
-flag (a failure unless the task was already done), or after `max_steps` steps (a failure).
+flag on `terminate_after` consecutive steps (a failure, since the task is not done; a single stray
+terminate token is executed as a motion and ignored, as the runtime's control loop does), or after
+`max_steps` steps (a failure).
 Evaluation seeds start at 100000 by default; recorded demonstrations use seeds from 0, so evaluation
 never replays a training episode (pass --dataset to have that checked).
 
@@ -35,6 +37,7 @@ class EvalConfig:
     seeds_per_task: int = 20
     seed_start: int = EVAL_SEED_START
     max_steps: int = 200
+    terminate_after: int = 3  # consecutive terminate actions that end an episode
     image_size: int = DEFAULT_IMAGE_SIZE
     camera: str = DEFAULT_CAMERA
     supersample: int = 2
@@ -43,6 +46,8 @@ class EvalConfig:
         self.tasks = resolve_tasks(self.tasks)
         if self.seeds_per_task < 1:
             raise UserError(f"--seeds must be at least 1, got {self.seeds_per_task}")
+        if self.terminate_after < 1:
+            raise UserError(f"--terminate-after must be at least 1, got {self.terminate_after}")
         if not 1 <= self.max_steps <= METAWORLD_MAX_PATH_LENGTH:
             raise UserError(f"--max-steps must be 1 to {METAWORLD_MAX_PATH_LENGTH}, got {self.max_steps}")
         if self.camera not in CAMERAS:
@@ -79,13 +84,13 @@ def check_unseen(config: EvalConfig, dataset: Dataset) -> None:
             )
 
 
-def run_episode(sim, policy: Policy, seed: int, max_steps: int) -> EpisodeResult:
+def run_episode(sim, policy: Policy, seed: int, max_steps: int, terminate_after: int = 1) -> EpisodeResult:
     """One closed-loop episode of `policy` in `sim` (a MetaWorldSim)."""
     start = time.perf_counter()
     policy_s = 0.0
     policy.reset()
     sim.reset(seed)
-    ended_by, success, steps = "max_steps", False, 0
+    ended_by, success, steps, terminates = "max_steps", False, 0, 0
     while steps < max_steps:
         observation = sim.observation()
         t0 = time.perf_counter()
@@ -96,7 +101,8 @@ def run_episode(sim, policy: Policy, seed: int, max_steps: int) -> EpisodeResult
                 f"the policy returned a {action.values.shape} action; the evaluator needs "
                 f"{len(ACTION_NAMES)} values ({', '.join(ACTION_NAMES)})"
             )
-        if action.terminate:
+        terminates = terminates + 1 if action.terminate else 0
+        if terminates >= terminate_after:
             ended_by = "terminate"
             break
         step = sim.step(action.values[:4])
@@ -151,7 +157,7 @@ def evaluate(
             with MetaWorldSim(task, image_size=config.image_size, camera=config.camera,
                               supersample=config.supersample) as sim:
                 for seed in config.seeds():
-                    results.append(run_episode(sim, policy, seed, config.max_steps))
+                    results.append(run_episode(sim, policy, seed, config.max_steps, config.terminate_after))
                     bar.update(1)
                     done = [r for r in results if r.task == task]
                     bar.set_postfix(task=task.removesuffix("-v3"), success=f"{sum(r.success for r in done)}/{len(done)}")
@@ -186,7 +192,8 @@ def evaluate_in_workers(policy: str, config: EvalConfig, workers: int, progress:
         for k, tasks in enumerate(groups):
             cmd = [sys.executable, "-m", "distill", "evaluate", "--policy", policy, "--tasks", ",".join(tasks),
                    "--seeds", str(config.seeds_per_task), "--seed-start", str(config.seed_start),
-                   "--max-steps", str(config.max_steps), "--image-size", str(config.image_size),
+                   "--max-steps", str(config.max_steps), "--terminate-after", str(config.terminate_after),
+                   "--image-size", str(config.image_size),
                    "--camera", config.camera, "--out", os.path.join(tmp, f"{k}.json"), "--no-progress"]
             env = dict(os.environ, OMP_NUM_THREADS="1")
             procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))

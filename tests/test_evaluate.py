@@ -61,7 +61,7 @@ def test_terminate_and_step_limit_end_episodes():
     report = evaluate(lambda task: quitter, _config(), "quitter", progress=False)
     assert report["tasks"]["drawer-open-v3"]["success_rate"] == 0.0
     assert {e["ended_by"] for e in report["episodes"]} == {"terminate"}
-    assert {e["length"] for e in report["episodes"]} == {0}
+    assert {e["length"] for e in report["episodes"]} == {2}  # 3 terminates in a row: 2 steps executed
     assert quitter.resets == 2  # reset once per episode
     report = evaluate(lambda task: Idle(), _config(), "idle", progress=False)
     assert {(e["ended_by"], e["length"]) for e in report["episodes"]} == {("max_steps", 30)}
@@ -76,6 +76,27 @@ def test_expert_report_and_table():
     assert [e["seed"] for e in report["episodes"]] == [100_000, 100_001] * 2
     table = format_table(report)
     assert "drawer-open-v3" in table and "overall" in table and "4/4" in table
+
+
+class Flicker:
+    """Asks to terminate on every other step: never three in a row."""
+
+    def __init__(self):
+        self.t = 0
+
+    def reset(self):
+        self.t = 0
+
+    def act(self, observation):
+        self.t += 1
+        return Action(values=np.array([0, 0, 0, 0, self.t % 2], np.float32))
+
+
+def test_a_stray_terminate_token_does_not_end_the_episode():
+    report = evaluate(lambda task: Flicker(), _config(), "flicker", progress=False)
+    assert {(e["ended_by"], e["length"]) for e in report["episodes"]} == {("max_steps", 30)}
+    report = evaluate(lambda task: Flicker(), _config(terminate_after=1), "flicker", progress=False)
+    assert {(e["ended_by"], e["length"]) for e in report["episodes"]} == {("terminate", 0)}
 
 
 def test_wrong_action_size_is_refused():
