@@ -163,3 +163,15 @@ def test_quantized_bundles_are_compared_with_fp32(checkpoint, tmp_path, precisio
     assert 0.0 <= versus["token_agreement"] <= 1.0 and versus["max_abs_logit_diff"] > 0  # really lower precision
     proc = run_module("export", "verify", str(out), "--parity-frames", "10", "--min-agreement", "0.5")
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_runtime_runs_the_bundle_closed_loop_in_the_simulator(bundle, tmp_path):
+    log = tmp_path / "episode.jsonl"
+    proc = run_module("runtime", "run", "--bundle", str(bundle), "--sim", "reach", "--seeds", "1", "--max-steps", "6",
+                      "--rate", "50", "--log", str(log))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "reach-v3" in proc.stdout and "p99 ms" in proc.stdout and "decode" in proc.stdout
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert 1 <= len(records) <= 6 and all(r["sent_action"] is None or len(r["sent_action"]) == 5 for r in records)
+    proc = run_module("runtime", "run", "--bundle", str(bundle), "--camera", "0", "--instruction", "make coffee")
+    assert proc.returncode == 2 and "unknown instruction" in proc.stderr
