@@ -68,6 +68,7 @@ class OnnxVla:
         self.std = np.asarray(image["std"], np.float32).reshape(1, 3, 1, 1)
         self.prompts: dict[str, list[int]] = m["prompt"]["prompts"]
         self.past_names = [f"past_key_values.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
+        self._prompt_kv: dict[tuple[int, ...], tuple[dict[str, np.ndarray], int]] = {}
 
     # -- inputs ----------------------------------------------------------------------------------
     def preprocess(self, frame: np.ndarray) -> np.ndarray:
@@ -95,18 +96,39 @@ class OnnxVla:
         tokens, logits, _ = self._decode(self.preprocess(frame), self.prompt_ids(instruction))
         return tokens, logits
 
-    def _decode(self, pixels: np.ndarray, prompt: list[int]) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    def _empty_past(self) -> dict[str, np.ndarray]:
+        empty = np.zeros((1, self.kv_heads, 0, self.head_size), self.kv_dtype)
+        return {name: empty for name in self.past_names}
+
+    def prompt_cache(self, prompt: tuple[int, ...]) -> tuple[dict[str, np.ndarray], int]:
+        """The prompt's KV cache and length, computed once and reused for every frame (the prompt comes
+        before the image, so its keys and values never depend on the frame)."""
+        cached = self._prompt_kv.get(prompt)
+        if cached is None:
+            length = len(prompt)
+            feeds = {"inputs_embeds": self.embed[list(prompt)][None], "attention_mask": np.ones((1, length), np.int64),
+                     "position_ids": np.arange(length, dtype=np.int64)[None], **self._empty_past()}
+            outputs = self.decoder.run(None, feeds)
+            cached = (dict(zip(self.past_names, outputs[1:])), length)
+            self._prompt_kv[prompt] = cached
+        return cached
+
+    def _decode(self, pixels: np.ndarray, prompt: list[int], use_prompt_cache: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         timings = {}
         t0 = time.perf_counter()
-        image = self.vision.run(None, {"pixel_values": pixels})[0]  # (1, N, hidden)
+        image = self.vision.run(None, {"pixel_values": pixels})[0].astype(np.float32)  # (1, N, hidden)
         t1 = time.perf_counter()
         timings["vision"] = t1 - t0
-        embeds = np.concatenate([self.embed[prompt][None], image.astype(np.float32)], axis=1)  # (1, L, hidden)
-        length = embeds.shape[1]
+        if use_prompt_cache:  # prefill only the image after the cached prompt
+            past, offset = self.prompt_cache(tuple(prompt))
+            embeds = image
+        else:  # prefill [prompt | image] from scratch
+            past, offset = self._empty_past(), 0
+            embeds = np.concatenate([self.embed[prompt][None], image], axis=1)  # (1, L, hidden)
+        length = offset + embeds.shape[1]
         feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64),
-                 "position_ids": np.arange(length, dtype=np.int64)[None]}
-        empty = np.zeros((1, self.kv_heads, 0, self.head_size), self.kv_dtype)
-        feeds.update({name: empty for name in self.past_names})
+                 "position_ids": np.arange(offset, length, dtype=np.int64)[None], **past}
         tokens, all_logits = [], []
         for step in range(self.steps):
             outputs = self.decoder.run(None, feeds)

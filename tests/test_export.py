@@ -175,3 +175,20 @@ def test_runtime_runs_the_bundle_closed_loop_in_the_simulator(bundle, tmp_path):
     assert 1 <= len(records) <= 6 and all(r["sent_action"] is None or len(r["sent_action"]) == 5 for r in records)
     proc = run_module("runtime", "run", "--bundle", str(bundle), "--camera", "0", "--instruction", "make coffee")
     assert proc.returncode == 2 and "unknown instruction" in proc.stderr
+
+
+def test_cached_prompt_kv_gives_the_same_tokens_as_a_full_prefill(bundle):
+    from runtime.bundle import Bundle
+    from runtime.onnx_engine import OnnxVla
+
+    engine = OnnxVla(Bundle.load(bundle))
+    rng = np.random.default_rng(5)
+    for instruction in ("open the drawer", "push the puck to the goal"):
+        prompt = engine.prompt_ids(instruction)
+        for _ in range(3):
+            pixels = engine.preprocess(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+            cached, cached_logits, _ = engine._decode(pixels, prompt, use_prompt_cache=True)
+            full, full_logits, _ = engine._decode(pixels, prompt, use_prompt_cache=False)
+            assert np.array_equal(cached, full)
+            np.testing.assert_allclose(cached_logits, full_logits, atol=1e-5)
+    assert len(engine._prompt_kv) == 2  # one cache per instruction
