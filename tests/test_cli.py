@@ -9,7 +9,7 @@ from conftest import HAVE_SIM, needs_sim, run_module
 COMMANDS = {
     "distill": ["tasks", "record", "inspect", "tokenizer", "evaluate", "train-teacher", "student", "card"],
     "runtime": ["tokenizer"],
-    "firmware_bridge": ["ports"],
+    "firmware_bridge": ["ports", "emulate"],
     "export": ["bundle", "verify", "doctor"],
     "benchmarks": ["machine"],
 }
