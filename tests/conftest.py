@@ -44,3 +44,17 @@ def tiny_dataset(tmp_path_factory) -> Path:
     )
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_smoke_model(tiny_dataset, tmp_path_factory) -> Path:
+    """A tiny VLA trained a little longer than --smoke on the tiny dataset, so that it has opinions:
+    the teacher of the distillation tests and the checkpoint of the export tests."""
+    pytest.importorskip("torch")
+    from distill.train_teacher import smoke_config, train_teacher
+
+    out = tmp_path_factory.mktemp("model") / "smoke80"
+    config = smoke_config(str(tiny_dataset), str(out))
+    config.steps = 80
+    train_teacher(config, progress=False)
+    return out

@@ -14,14 +14,8 @@ pytestmark = needs_sim
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_dataset, tmp_path_factory):
-    from distill.train_teacher import smoke_config, train_teacher
-
-    out = tmp_path_factory.mktemp("ckpt") / "model"
-    config = smoke_config(str(tiny_dataset), str(out))
-    config.steps = 60
-    train_teacher(config, progress=False)
-    return out
+def checkpoint(trained_smoke_model):
+    return trained_smoke_model
 
 
 @pytest.fixture(scope="module")

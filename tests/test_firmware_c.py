@@ -1,7 +1,6 @@
 """The reference C firmware: compiled with the machine's gcc, checked against the same golden frames as
 the Python side, fuzzed with 100,000 corrupted frames, and driven by the Python host over a pty."""
 
-import json
 import random
 import shutil
 import subprocess

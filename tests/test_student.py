@@ -12,15 +12,8 @@ pytestmark = needs_sim
 
 
 @pytest.fixture(scope="module")
-def teacher(tiny_dataset, tmp_path_factory):
-    """A smoke teacher trained a little longer than --smoke, so that it has opinions to distil."""
-    from distill.train_teacher import smoke_config, train_teacher
-
-    out = tmp_path_factory.mktemp("teacher") / "t"
-    config = smoke_config(str(tiny_dataset), str(out))
-    config.steps = 80
-    train_teacher(config, progress=False)
-    return out
+def teacher(trained_smoke_model):
+    return trained_smoke_model
 
 
 def _kl_and_agreement(student, labeler, data, labels):
