@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -33,7 +32,7 @@ from typing import Iterator
 
 import numpy as np
 
-from runtime.atomic_io import atomic_open
+from runtime.atomic_io import atomic_open, sha256_file
 from runtime.errors import UserError
 
 DATASET_FORMAT = "vla-edge-dataset"
@@ -152,13 +151,6 @@ class Episode:
     def __len__(self) -> int:
         return self.info.length
 
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_episode_chunk(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -11,7 +11,6 @@ any problem is a `BundleError` that says what is wrong and how to fix it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.atomic_io import sha256_file
 from runtime.errors import UserError
 
 BUNDLE_FORMAT = "vla-edge-bundle"
@@ -43,13 +43,6 @@ REQUIRED = {
 class BundleError(UserError):
     """A bundle folder that cannot be run as it is."""
 
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
