@@ -22,11 +22,12 @@ from runtime.errors import UserError
 def _add_sim_args(p: argparse.ArgumentParser, defaults_from_dataset: bool = False) -> None:
     from distill.sim import CAMERAS, DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE
 
-    hint = " (default: the dataset's, else %(default)s)" if defaults_from_dataset else " (default: %(default)s)"
+    hint = (" (default: the dataset's, else the policy's, else %(default)s)" if defaults_from_dataset
+            else " (default: %(default)s)")
     p.add_argument("--image-size", type=int, default=None if defaults_from_dataset else DEFAULT_IMAGE_SIZE,
                    help="square camera frame size in pixels" + hint.replace("%(default)s", str(DEFAULT_IMAGE_SIZE)))
     p.add_argument("--camera", choices=CAMERAS, default=None if defaults_from_dataset else DEFAULT_CAMERA,
-                   help="Meta-World camera" + hint.replace("%(default)s", DEFAULT_CAMERA))
+                   help="simulator camera: 'workspace' is framed on the task volume, the others are Meta-World's" + hint.replace("%(default)s", DEFAULT_CAMERA))
     p.add_argument("--max-steps", type=int, default=200, help="steps before an episode counts as failed (default: 200)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -100,21 +101,41 @@ def policy_factory(spec: str):
     raise UserError(f"unknown policy '{spec}': pass 'expert' or a model folder (e.g. models/teacher)")
 
 
+def recorded_image_settings(spec: str) -> tuple[int | None, str | None]:
+    """(image size, camera) that a model folder or bundle was trained with; (None, None) when unknown."""
+    import json
+
+    try:
+        if (Path(spec) / "manifest.json").is_file():
+            image = json.loads((Path(spec) / "manifest.json").read_text())["image"]
+            return image.get("height"), image.get("camera")
+        if (Path(spec) / "config.json").is_file():
+            config = json.loads((Path(spec) / "config.json").read_text())
+            return config.get("sizes", {}).get("image_size"), config.get("camera")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # loading the policy reports what is wrong with it
+    return None, None
+
+
 def cmd_evaluate(args) -> int:
     from distill.dataset import Dataset
     from distill.evaluate import EVAL_SEED_START, EvalConfig, check_unseen, evaluate, format_table, write_report
     from distill.sim import DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE
 
     dataset = Dataset.open(args.dataset) if args.dataset else None
+    trained_size, trained_camera = recorded_image_settings(args.policy)
     config = EvalConfig(
         tasks=args.tasks,
         seeds_per_task=args.seeds,
         seed_start=EVAL_SEED_START if args.seed_start is None else args.seed_start,
         max_steps=args.max_steps,
         terminate_after=args.terminate_after,
-        image_size=args.image_size or (dataset.image["height"] if dataset else DEFAULT_IMAGE_SIZE),
-        camera=args.camera or (dataset.image["camera"] if dataset else DEFAULT_CAMERA),
+        image_size=args.image_size or (dataset.image["height"] if dataset else trained_size or DEFAULT_IMAGE_SIZE),
+        camera=args.camera or (dataset.image["camera"] if dataset else trained_camera or DEFAULT_CAMERA),
     ).check()
+    if trained_camera and config.camera != trained_camera:
+        print(f"warning: {args.policy} was trained on '{trained_camera}' frames; evaluating on '{config.camera}'",
+              file=sys.stderr)
     if dataset is not None:
         check_unseen(config, dataset)
     if args.workers > 1 and len(config.tasks) > 1:
@@ -136,7 +157,9 @@ def cmd_train_teacher(args) -> int:
     from distill.train_teacher import TrainConfig, smoke_config, train_teacher
 
     config = smoke_config(args.dataset, args.out) if args.smoke else TrainConfig(dataset=args.dataset, out=args.out)
-    overrides = {"steps": args.steps, "stop_at": args.stop_at, "batch_size": args.batch_size, "lr": args.lr, "robot_ratio": args.robot_ratio}
+    overrides = {"steps": args.steps, "stop_at": args.stop_at, "batch_size": args.batch_size, "lr": args.lr,
+                 "robot_ratio": args.robot_ratio, "rounds": args.rounds, "round_steps": args.round_steps,
+                 "round_episodes": args.round_episodes, "round_lr": args.round_lr}
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
@@ -278,6 +301,11 @@ _tt.add_argument("--seed", type=int, default=0, help="seed for weights and batch
 _tt.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, fastest here)")
 _tt.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda' (default: auto)")
 _tt.add_argument("--image-size", type=int, default=None, help="model image size (default: 96; the dataset's frames are resized)")
+_tt.add_argument("--rounds", type=int, default=None,
+                 help="DAgger rounds after --steps: the teacher drives, Meta-World's scripted expert labels (default: 0)")
+_tt.add_argument("--round-steps", type=int, default=None, help="training steps per round (default: 3000)")
+_tt.add_argument("--round-episodes", type=int, default=None, help="teacher episodes per task per round (default: 20)")
+_tt.add_argument("--round-lr", type=float, default=None, help="peak learning rate of each round (default: 1e-4)")
 _tt.add_argument("--smoke", action="store_true", help="tiny model, 40 steps: a check that training works")
 _tt.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -79,6 +79,7 @@ class VlaConfig(PretrainedConfig):
         image_std: tuple[float, float, float] = (0.5, 0.5, 0.5),
         prompt_layout: str = PROMPT_LAYOUT,
         sizes: dict | None = None,
+        camera: str | None = None,
         **kwargs,
     ) -> None:
         if isinstance(vision_config, dict):
@@ -93,11 +94,13 @@ class VlaConfig(PretrainedConfig):
         self.image_std = list(image_std)
         self.prompt_layout = prompt_layout
         self.sizes = dict(sizes or {})
+        self.camera = camera  # the simulator camera the training frames came from (None: unknown)
         super().__init__(**kwargs)
 
     @classmethod
     def from_sizes(cls, sizes: ModelSizes, vocab_size: int, action_ids: list[int], pad_id: int, bos_id: int,
-                   eos_id: int, action_dim: int = 5, max_positions: int = 256) -> "VlaConfig":
+                   eos_id: int, action_dim: int = 5, max_positions: int = 256,
+                   camera: str | None = None) -> "VlaConfig":
         sizes.check()
         vision = SiglipVisionConfig(
             hidden_size=sizes.vision_width,
@@ -123,7 +126,7 @@ class VlaConfig(PretrainedConfig):
             eos_token_id=eos_id,
         )
         return cls(vision_config=vision, text_config=text, action_ids=list(action_ids), action_dim=action_dim,
-                   sizes=asdict(sizes))
+                   sizes=asdict(sizes), camera=camera)
 
 
 class VlaModel(PreTrainedModel):
@@ -193,10 +196,12 @@ class VlaModel(PreTrainedModel):
         return self.language_model.lm_head(hidden[:, first:])  # (B, Lt, vocab)
 
 
-def config_for_tokenizer(sizes: ModelSizes, text_tok, action_ids, action_dim: int) -> VlaConfig:
+def config_for_tokenizer(sizes: ModelSizes, text_tok, action_ids, action_dim: int,
+                         camera: str | None = None) -> VlaConfig:
     """A VlaConfig over `text_tok`'s vocabulary and special tokens, with `action_ids` as the action bins."""
     return VlaConfig.from_sizes(sizes, text_tok.get_vocab_size(), list(action_ids), text_tok.token_to_id(PAD),
-                                text_tok.token_to_id(BOS), text_tok.token_to_id(EOS), action_dim=action_dim)
+                                text_tok.token_to_id(BOS), text_tok.token_to_id(EOS), action_dim=action_dim,
+                                camera=camera)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -24,7 +24,7 @@ from distill.distill_loss import DistillWeights, distill_loss
 from distill.evaluate import EvalConfig, evaluate
 from distill.flops import flops_per_action
 from distill.model import ModelSizes, VlaConfig, VlaModel, config_for_tokenizer, count_parameters
-from distill.record import RecordConfig, record
+from distill.dagger import STUDENT_ROUND_SEED_START, record_round, round_sources
 from distill.reference_policy import TorchVlaPolicy, load_vla_folder
 from distill.teacher_data import CoTrainingData
 from distill.hf_teacher import HFTeacher, HFTeacherPolicy, is_vla_edge_folder
@@ -46,7 +46,6 @@ from distill.text_tokenizer import TOKENIZER_FILE, save_text_tokenizer
 from runtime.errors import UserError
 
 METRICS_FILE = "metrics.json"
-ROUND_SEED_START = 200_000  # on-policy rounds use seeds far from both recording (0..) and evaluation (100000..)
 
 # The default student: about 9x fewer parameters and 10x fewer FLOPs per action than the teacher,
 # at the same 96 px so that the small targets of the hard tasks stay visible.
@@ -114,11 +113,12 @@ def smoke_student_config(teacher: str, dataset: str, out: str) -> StudentConfig:
                          eval_seeds=1, eval_max_steps=15, checkpoint_every=20, log_every=10)
 
 
-def student_model_config(teacher_config: VlaConfig, sizes: ModelSizes) -> VlaConfig:
+def student_model_config(teacher_config: VlaConfig, sizes: ModelSizes, camera: str | None = None) -> VlaConfig:
     """A student of the teacher's family: same vocabulary, special ids and action ids."""
     text = teacher_config.text_config
     return VlaConfig.from_sizes(sizes, text.vocab_size, list(teacher_config.action_ids), text.pad_token_id,
-                                text.bos_token_id, text.eos_token_id, action_dim=teacher_config.action_dim)
+                                text.bos_token_id, text.eos_token_id, action_dim=teacher_config.action_dim,
+                                camera=camera)
 
 
 @torch.no_grad()
@@ -165,14 +165,6 @@ def reuse_teacher_eval(config: StudentConfig, dataset: Dataset) -> dict | None:
     return {"config": have, "tasks": report["tasks"]} if same else None
 
 
-def _sources(dataset: Dataset, train_eps: list[int], out: Path, rounds_done: int) -> list[tuple[Dataset, list[int]]]:
-    sources = [(dataset, train_eps)]
-    for r in range(1, rounds_done + 1):
-        round_ds = Dataset.open(out / "rounds" / f"round_{r}")
-        sources.append((round_ds, [e.index for e in round_ds.episodes]))
-    return sources
-
-
 @dataclass
 class LoadedTeacher:
     """What distillation needs of a teacher, whatever its kind."""
@@ -216,6 +208,12 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
     device = pick_device(config.device)
     dataset = Dataset.open_nonempty(config.dataset)
     teacher = load_teacher(config)
+    teacher_camera = getattr(teacher.student_template, "camera", None)
+    if teacher_camera and teacher_camera != dataset.image["camera"]:
+        raise UserError(
+            f"the teacher {config.teacher} was trained on '{teacher_camera}' frames but {config.dataset} holds "
+            f"'{dataset.image['camera']}' frames: record a dataset with --camera {teacher_camera}"
+        )
     text_tok, action_tok = teacher.text_tok, teacher.action_tok
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +233,8 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
             )
     else:
         torch.manual_seed(config.seed)
-        student = VlaModel(student_model_config(teacher.student_template, config.sizes))
+        student = VlaModel(student_model_config(teacher.student_template, config.sizes,
+                                                    camera=dataset.image["camera"]))
         optimizer = make_optimizer(student, config)
         state = {"step": 0, "seed": config.seed, "train_seconds": 0.0, "log": [], "phases": []}
     student.to(device)
@@ -256,15 +255,10 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
         if phase < len(state["phases"]):
             continue  # finished before a restart
         if phase > 0:  # DAgger: the current student drives, the teacher labels; resumes a partial round
-            layout = dataset.manifest["recording"]["layout"]
-            round_config = RecordConfig(tasks=sorted(dataset.tasks), episodes_per_task=config.round_episodes,
-                                        seed_start=ROUND_SEED_START + 1000 * phase, image_size=dataset.image["height"],
-                                        camera=dataset.image["camera"], max_steps=layout["max_steps"],
-                                        post_success_steps=layout["post_success_steps"])
-            record(out / "rounds" / f"round_{phase}", round_config, resume=True, progress=progress,
-                   actor=lambda task: student_policy(), labeler=lambda task: teacher.policy,
-                   policy_name=f"student-round-{phase}-labelled-by-teacher")
-        sources = _sources(dataset, train_eps, out, phase)
+            record_round(out, phase, dataset, STUDENT_ROUND_SEED_START, config.round_episodes,
+                         actor=lambda task: student_policy(), labeler=lambda task: teacher.policy,
+                         policy_name=f"student-round-{phase}-labelled-by-teacher", progress=progress)
+        sources = round_sources(dataset, train_eps, out, phase)
         data_s = CoTrainingData.build_from(sources, text_tok, action_tok, student_size, progress)
         data_t = data_s if teacher_size == student_size else \
             CoTrainingData.build_from(sources, text_tok, action_tok, teacher_size, False)

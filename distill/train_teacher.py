@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from distill.checkpoint import load_checkpoint, save_checkpoint
+from distill.dagger import TEACHER_ROUND_SEED_START, record_round, round_sources, rollout_success
 from distill.dataset import Dataset
 from distill.decoding import allowed_mask, greedy_decode
 from distill.flops import flops_per_action
@@ -58,10 +59,20 @@ class TrainConfig:
     threads: int = 1
     device: str = "auto"
     sizes: ModelSizes = field(default_factory=lambda: TEACHER_SIZES)
+    rounds: int = 0  # DAgger rounds after --steps: the teacher drives, the scripted expert labels
+    round_steps: int = 3000  # training steps after each round's episodes join the data
+    round_episodes: int = 20  # teacher episodes per task per round
+    round_lr: float = 1e-4  # peak learning rate of each round (own warm-up and cosine decay)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + self.rounds * self.round_steps
 
     def check(self) -> "TrainConfig":
         if self.steps < 1 or self.batch_size < 1:
             raise UserError("--steps and --batch-size must be at least 1")
+        if self.rounds < 0 or (self.rounds and (self.round_steps < 1 or self.round_episodes < 1)):
+            raise UserError("--rounds must be >= 0, and each round needs --round-steps and --round-episodes >= 1")
         if not 0.0 <= self.robot_ratio <= 1.0:
             raise UserError(f"--robot-ratio must be in [0, 1], got {self.robot_ratio}")
         if not 0.0 <= self.heldout_fraction < 0.5:
@@ -199,9 +210,16 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
             raise UserError(f"checkpoint {ckpt} was trained with other action ids: delete it to start over")
         if state.get("seed") != config.seed:
             raise UserError(f"checkpoint {ckpt} was trained with seed {state.get('seed')}: pass --seed {state.get('seed')}")
+        trained_camera = getattr(model.config, "camera", None)
+        if trained_camera is None:  # checkpoints from before the camera was recorded in the config
+            model.config.camera = dataset.image["camera"]
+        elif trained_camera != dataset.image["camera"]:
+            raise UserError(f"checkpoint {ckpt} was trained on '{trained_camera}' frames, {config.dataset} holds "
+                            f"'{dataset.image['camera']}' frames: pass a dataset recorded with --camera {trained_camera}")
     else:
         torch.manual_seed(config.seed)
-        model = VlaModel(config_for_tokenizer(config.sizes, text_tok, table.ids, len(stats.names)))
+        model = VlaModel(config_for_tokenizer(config.sizes, text_tok, table.ids, len(stats.names),
+                                              camera=dataset.image["camera"]))
         optimizer = make_optimizer(model, config)
         state = {"step": 0, "seed": config.seed, "train_seconds": 0.0, "log": []}
     model.to(device).train()
@@ -209,14 +227,40 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
     settings = LoopSettings(steps=config.steps, seed=config.seed, lr=config.lr, warmup_steps=config.warmup_steps,
                             log_every=config.log_every, eval_every=config.eval_every,
                             checkpoint_every=config.checkpoint_every, stop_at=config.stop_at)
-    run_loop(
-        model, optimizer, state, settings,
-        sample=lambda rng: train_data.sample(rng, config.batch_size, config.robot_ratio, config.shift),
-        loss_fn=lambda m, batch: loss_on_batch(m, batch, device),
-        save=lambda st: save_checkpoint(ckpt, model, optimizer, st, extra_files=tokenizer_files),
-        evaluate=lambda m: heldout_metrics(m, held_data, action_tok, text_tok, device, max_samples=256),
-        desc="train-teacher", progress=progress,
-    )
+    def train_phase(data: CoTrainingData, phase_settings: LoopSettings, desc: str) -> None:
+        run_loop(
+            model, optimizer, state, phase_settings,
+            sample=lambda rng: data.sample(rng, config.batch_size, config.robot_ratio, config.shift),
+            loss_fn=lambda m, batch: loss_on_batch(m, batch, device),
+            save=lambda st: save_checkpoint(ckpt, model, optimizer, st, extra_files=tokenizer_files),
+            evaluate=lambda m: heldout_metrics(m, held_data, action_tok, text_tok, device, max_samples=256),
+            desc=desc, progress=progress,
+        )
+
+    train_phase(train_data, settings, "train-teacher")
+    state.setdefault("rounds", [])
+    for r in range(len(state["rounds"]) + 1, config.rounds + 1):
+        if state["step"] < config.steps + (r - 1) * config.round_steps:
+            break  # stopped early (--stop-at): the next run continues from the checkpoint
+        # DAgger: the teacher as it is now drives; the scripted expert labels every frame it visits.
+        from distill.expert import ScriptedExpert
+        from distill.reference_policy import TorchVlaPolicy
+
+        model.cpu().eval()
+        record_round(out, r, dataset, TEACHER_ROUND_SEED_START, config.round_episodes,
+                     actor=lambda task: TorchVlaPolicy(model, text_tok, action_tok), labeler=ScriptedExpert,
+                     policy_name=f"teacher-round-{r}-labelled-by-expert", progress=progress)
+        model.to(device).train()
+        round_data = CoTrainingData.build_from(round_sources(dataset, train_eps, out, r), text_tok, action_tok,
+                                               image_size, progress)
+        end = config.steps + r * config.round_steps
+        train_phase(round_data, replace(settings, steps=end, start=end - config.round_steps, lr=config.round_lr,
+                                        warmup_steps=min(100, config.round_steps // 10)), f"train-teacher round {r}")
+        if state["step"] < end:
+            break
+        state["rounds"].append({"round": r, "step": state["step"], "frames": len(round_data),
+                                "rollouts_before_training": rollout_success(out, r)})
+        save_checkpoint(ckpt, model, optimizer, state, extra_files=tokenizer_files)
 
     metrics = heldout_metrics(model, held_data, action_tok, text_tok, device)
     report = {
@@ -235,6 +279,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
         "dataset": {"path": str(config.dataset), "episodes": len(dataset), "frames": dataset.num_frames,
                     "train_episodes": len(train_eps), "heldout_episodes": len(held_eps)},
         "heldout": metrics,
+        "rounds": state["rounds"],
         "loss_log": state["log"],
         "torch": torch.__version__,
     }

@@ -26,13 +26,15 @@ class LoopSettings:
     eval_every: int = 2000
     checkpoint_every: int = 250
     stop_at: int | None = None  # stop (with a checkpoint) here; the schedule still runs to `steps`
+    start: int = 0  # the schedule's first step (a later phase of a run has its own warm-up and decay)
 
 
 def lr_at(step: int, s: LoopSettings) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak at the last step."""
+    """Linear warm-up from `start`, then cosine decay to 10% of the peak at the last step."""
+    step = step - s.start
     if step < s.warmup_steps:
         return s.lr * (step + 1) / s.warmup_steps
-    progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
+    progress = (step - s.warmup_steps) / max(1, s.steps - s.start - s.warmup_steps)
     return s.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 

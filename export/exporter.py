@@ -125,6 +125,7 @@ def build_manifest(model, text_tok, action_tok, folder: Path, files: dict[str, s
         "image": {"height": v.image_size, "width": v.image_size, "channel_order": "RGB", "layout": "NCHW",
                   "dtype": "float32", "scale": 1 / 255, "mean": list(model.config.image_mean),
                   "std": list(model.config.image_std), "resize": "cv2.INTER_AREA",
+                  "camera": getattr(model.config, "camera", None),
                   "formula": "((pixels * scale) - mean) / std per channel"},
         "action": {"names": list(action_tok.names), "units": list(action_tok.units or [""] * action_tok.dim),
                    "low": low, "high": high, "n_bins": action_tok.n_bins, "token_ids": list(action_tok.table.ids),

@@ -73,7 +73,7 @@ def run_in_sim(args, bundle, policy, safety, config) -> int:
         tasks = list(DEFAULT_TASKS)
     results, loops = {}, []
     for task in tasks:
-        robot = SimRobot(task, image_size=bundle.manifest["image"]["height"])
+        robot = SimRobot(task, image_size=bundle.manifest["image"]["height"], camera=bundle.manifest["image"].get("camera"))
         try:
             successes = 0
             for seed in range(args.seed_start, args.seed_start + args.seeds):

@@ -14,12 +14,14 @@ from runtime.errors import UserError
 
 
 class SimRobot:
-    def __init__(self, task: str, image_size: int = 96, camera: str = "corner4") -> None:
+    def __init__(self, task: str, image_size: int = 96, camera: str | None = None) -> None:
         try:
             from distill.sim import MetaWorldSim
         except ImportError:
             raise UserError("--sim needs the simulator: pip install '.[train]' (the robot side runs without it)") from None
-        self.sim = MetaWorldSim(task, image_size=image_size, camera=camera)
+        from distill.sim import DEFAULT_CAMERA
+
+        self.sim = MetaWorldSim(task, image_size=image_size, camera=camera or DEFAULT_CAMERA)
         self.instruction = self.sim.instruction
         self.done = False  # the simulator reported success
         self.camera = self

@@ -150,3 +150,21 @@ def test_workers_give_the_same_episodes_as_one_process(tmp_path):
     assert [key(e) for e in spread["episodes"]] == [key(e) for e in single["episodes"]]
     assert spread["tasks"]["overall"]["successes"] == single["tasks"]["overall"]["successes"]
     assert spread["workers"] == 2
+
+
+def test_a_model_is_evaluated_on_the_frames_it_was_trained_on(trained_smoke_model, tmp_path):
+    """Without --dataset, the image size and camera come from the model's config, not the defaults."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_smoke_model, model, ignore=shutil.ignore_patterns("checkpoint"))
+    config = json.loads((model / "config.json").read_text())
+    assert config["camera"] == "corner4"  # recorded from the training dataset
+    config["camera"] = "corner3"
+    (model / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "eval.json"
+    proc = run_module("distill", "evaluate", "--policy", str(model), "--tasks", "reach", "--seeds", "1",
+                      "--max-steps", "3", "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["config"]["camera"] == "corner3" and report["config"]["image_size"] == TINY_IMAGE

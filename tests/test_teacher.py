@@ -94,6 +94,31 @@ def test_resumed_training_equals_uninterrupted_training(tiny_dataset, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_dagger_round_records_teacher_rollouts_labelled_by_the_expert(tiny_dataset, tmp_path):
+    from distill.dataset import Dataset
+    from distill.expert import ScriptedExpert
+    from distill.train_teacher import smoke_config, train_teacher
+    from runtime.policy import Observation
+
+    config = smoke_config(str(tiny_dataset), str(tmp_path / "dagger"))
+    config.steps, config.rounds, config.round_steps, config.round_episodes = 10, 1, 6, 1
+    report = train_teacher(config, progress=False)
+    assert report["steps"] == 16 and [r["round"] for r in report["rounds"]] == [1]
+    round_ds = Dataset.open(tmp_path / "dagger" / "rounds" / "round_1")
+    assert round_ds.manifest["recording"]["policy"] == "teacher-round-1-labelled-by-expert"
+    assert sorted(e.seed for e in round_ds.episodes) == [301_000, 301_000]  # one per task, the round's seeds
+    assert sum(r["episodes"] for r in report["rounds"][0]["rollouts_before_training"].values()) == 2
+    for ep in round_ds.episodes:
+        chunk = round_ds.load_episode(ep.index)
+        expert = ScriptedExpert(ep.task)
+        for t in range(0, ep.length, 7):  # every label is what the expert would do in the visited state
+            want = expert.act(Observation(image=chunk.frames[t], instruction=ep.instruction, sim_state=chunk.sim_obs[t]))
+            np.testing.assert_allclose(chunk.actions[t, :4], want.values[:4], atol=1e-5)
+    # Running the same command again finds everything done: nothing re-recorded, no step trained.
+    again = train_teacher(config, progress=False)
+    assert again["steps"] == 16 and len(Dataset.open(tmp_path / "dagger" / "rounds" / "round_1").episodes) == 2
+
+
 def test_masked_decoding_never_emits_a_text_token(smoke_teacher):
     from distill.decoding import allowed_mask, greedy_decode
     from distill.model import VlaModel
