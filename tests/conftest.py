@@ -58,3 +58,15 @@ def trained_smoke_model(tiny_dataset, tmp_path_factory) -> Path:
     config.steps = 80
     train_teacher(config, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_bundle(trained_smoke_model, tiny_dataset, tmp_path_factory) -> Path:
+    """The smoke model exported to an fp32 bundle (32 px frames, corner4): for every test that needs a
+    real ONNX bundle (export, runtime, cloud path, serial closed loop). Treat it as read-only."""
+    pytest.importorskip("onnxscript")
+    out = tmp_path_factory.mktemp("bundles") / "fp32"
+    proc = run_module("export", str(trained_smoke_model), "--out", str(out), "--dataset", str(tiny_dataset),
+                      "--parity-frames", "30")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out

@@ -19,11 +19,8 @@ def checkpoint(trained_smoke_model):
 
 
 @pytest.fixture(scope="module")
-def bundle(checkpoint, tiny_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundles") / "fp32"
-    proc = run_module("export", str(checkpoint), "--out", str(out), "--dataset", str(tiny_dataset), "--parity-frames", "30")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def bundle(smoke_bundle):
+    return smoke_bundle
 
 
 def test_bundle_has_the_contract(bundle):
