@@ -88,8 +88,9 @@ _b = cli.command("bundle", "export a checkpoint folder to a bundle (the default 
                              "parity against PyTorch; write the bundle atomically.")
 _b.add_argument("checkpoint", help="model folder (models/student, models/teacher)")
 _b.add_argument("--out", required=True, help="bundle folder to write")
-_b.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
-                help="fp32, fp16 or int8 (dynamic); quantized bundles are compared with fp32 (default: %(default)s)")
+_b.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8", "int8-static"],
+                help="fp32, fp16, int8 (dynamic) or int8-static (calibrated on --dataset frames); quantized bundles "
+                     "are compared with fp32 (default: %(default)s)")
 _b.add_argument("--dataset", help="dataset whose held-out frames the parity check uses (default: seeded noise)")
 _b.add_argument("--parity-frames", type=int, default=200, help="frames in the parity check (default: %(default)s)")
 _b.add_argument("--no-text-mode", action="store_true", help="skip the full-vocabulary decoder (question answering)")

@@ -28,7 +28,8 @@ from distill.tasks import INSTRUCTIONS
 from distill.teacher_data import encode_prompt
 from distill.vqa import all_question_texts
 from export.graphs import OPSET, export_decoder, export_vision, kv_names
-from export.quantize import PRECISIONS, quantize_graph
+from export.quantize import PRECISIONS, calibration_feeds, quantize_graph
+from runtime.atomic_io import replace_folder
 from runtime.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST, Bundle, sha256_file
 from runtime.errors import UserError
 from runtime.onnx_engine import OnnxVla
@@ -45,6 +46,7 @@ class ExportConfig:
     text_mode: bool = True  # also export the full-vocabulary decoder (question answering)
     parity_frames: int = 200
     dataset: str | None = None  # held-out frames for parity (random frames when absent)
+    calibration_frames: int = 64  # int8-static: training frames whose activations set the scales
     name: str | None = None
 
     def check(self) -> "ExportConfig":
@@ -55,6 +57,9 @@ class ExportConfig:
         if not is_vla_edge_folder(self.checkpoint):
             raise UserError(f"{self.checkpoint} is not a vla-edge VLA checkpoint (config.json model_type 'vla_edge'): "
                             f"export takes folders written by `python -m distill train-teacher` or `distill student`")
+        if self.precision == "int8-static" and not self.dataset:
+            raise UserError("--precision int8-static calibrates on dataset frames: pass --dataset (the recording "
+                            "the model was trained on)")
         if Path(self.out).exists() and not self.force:
             raise UserError(f"{self.out} already exists: pass --force to replace it, or choose another --out")
         return self
@@ -137,6 +142,29 @@ def build_manifest(model, text_tok, action_tok, folder: Path, files: dict[str, s
                    "note": "defaults: the training range per dimension; tighten them for your arm"},
         "metrics": {},
     }
+
+
+def calibration_frames(config: ExportConfig, model, count: int) -> tuple[np.ndarray, list[str]]:
+    """(count, H, W, 3) uint8 frames for int8 calibration: every 5th frame of the dataset's lowest-seed
+    (training) episodes, tasks in turn, so calibration never sees the held-out parity frames."""
+    import cv2
+
+    from distill.dataset import Dataset
+
+    size = model.config.vision_config.image_size
+    ds = Dataset.open(config.dataset)
+    by_task: dict[str, list] = {}
+    for info in sorted(ds.episodes, key=lambda e: e.seed):
+        by_task.setdefault(info.task, []).append(info)
+    frames, instructions = [], []
+    for k in range(max(len(v) for v in by_task.values())):
+        for infos in by_task.values():
+            if k < len(infos) and len(frames) < count:
+                ep = ds.load_episode(infos[k].index)
+                for t in range(0, len(ep), 5)[: max(1, count // (2 * len(by_task)))]:
+                    frames.append(cv2.resize(ep.frames[t], (size, size), interpolation=cv2.INTER_AREA))
+                    instructions.append(infos[k].instruction)
+    return np.stack(frames[:count]), instructions[:count]
 
 
 def parity_frames(config: ExportConfig, model, count: int) -> tuple[np.ndarray, list[str]]:
@@ -232,9 +260,17 @@ def export_bundle(config: ExportConfig, progress: bool = True) -> dict:
         manifest["metrics"]["parity_fp32"] = parity
         if config.precision != "fp32":
             reference = [OnnxVla(Bundle.load(tmp)).decode_actions(f, i) for f, i in zip(frames, instructions)]
+            feeds: dict[str, list[dict]] = {}
+            if config.precision == "int8-static":
+                calib_frames, calib_instructions = calibration_frames(config, model, config.calibration_frames)
+                feeds = calibration_feeds(OnnxVla(Bundle.load(tmp)), calib_frames, calib_instructions)
+                manifest["quantization"] = {"method": "static QDQ, per-channel int8 weights, uint8 activations",
+                                            "calibration_frames": len(calib_frames),
+                                            "calibration_source": "training episodes (lowest seeds) of the dataset"}
             for key, name in files.items():
                 if name.endswith(".onnx"):
-                    quantize_graph(tmp / name, config.precision)
+                    quantize_graph(tmp / name, config.precision,
+                                   calibration=feeds.get("vision" if key == "vision" else "decoder"))
             manifest["files"] = {key: _file_entry(tmp, name) for key, name in files.items()}
             manifest["precision"] = config.precision
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -242,17 +278,8 @@ def export_bundle(config: ExportConfig, progress: bool = True) -> dict:
                                                                               reference)
         manifest["metrics"]["export_seconds"] = round(time.perf_counter() - start, 1)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        _swap_into_place(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old.exists():
-        shutil.rmtree(old)

@@ -156,6 +156,29 @@ def test_quantized_bundles_are_compared_with_fp32(checkpoint, tmp_path, precisio
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_static_int8_is_calibrated_on_training_frames(checkpoint, tiny_dataset, tmp_path):
+    import onnx
+
+    out = tmp_path / "static"
+    proc = run_module("export", str(checkpoint), "--out", str(out), "--precision", "int8-static", "--parity-frames", "20")
+    assert proc.returncode == 2 and "--dataset" in proc.stderr and not out.exists()
+    proc = run_module("export", str(checkpoint), "--out", str(out), "--precision", "int8-static", "--parity-frames",
+                      "20", "--dataset", str(tiny_dataset))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quantization"]["calibration_frames"] > 0
+    assert manifest["metrics"]["int8-static_vs_fp32"]["token_agreement"] >= 0.5
+    decoder = onnx.load(str(out / manifest["files"][manifest["graphs"]["decoder_action"]["file"]]["path"]))
+    nodes = decoder.graph.node
+    weights = {i.name for i in decoder.graph.initializer}
+    dq_of_weight = {n.output[0] for n in nodes if n.op_type == "DequantizeLinear" and n.input[0] in weights}
+    dq_out = {n.output[0] for n in nodes if n.op_type == "DequantizeLinear"}
+    quantized = [n for n in nodes if n.op_type == "MatMul" and any(i in dq_out for i in n.input)]
+    assert quantized and all(any(i in dq_of_weight for i in n.input) for n in quantized)
+    # Only the linear layers are quantized: attention's activation-by-activation MatMuls stay in float.
+    assert any(n.op_type == "MatMul" and not any(i in dq_out for i in n.input) for n in nodes)
+
+
 def test_runtime_runs_the_bundle_closed_loop_in_the_simulator(bundle, tmp_path):
     log = tmp_path / "episode.jsonl"
     proc = run_module("runtime", "run", "--bundle", str(bundle), "--sim", "reach", "--seeds", "1", "--max-steps", "6",
