@@ -5,6 +5,8 @@ Examples:
     python -m export models/student --out bundles/student-fp32 --dataset data/demos
     python -m export verify bundles/student-fp32 --dataset data/demos
     python -m export doctor
+    python -m export trt-check bundles/student-fp32
+    python -m export tensorrt bundles/student-fp32 --precision fp16
 """
 
 from __future__ import annotations
@@ -81,6 +83,31 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_trt_check(args) -> int:
+    from export.trt_check import check_bundle, format_table, unsupported
+
+    findings = check_bundle(args.bundle)
+    print(format_table(findings, verbose=args.verbose))
+    bad = unsupported(findings)
+    if bad:
+        print(f"{len(bad)} unsupported: {', '.join(sorted({f'{f.graph}:{f.item}' for f in bad}))}", file=sys.stderr)
+        return 1
+    print("TensorRT can parse every graph (warnings and notes above are for older TensorRT releases and profiles)")
+    return 0
+
+
+def cmd_tensorrt(args) -> int:
+    from export.tensorrt_build import TensorRTConfig, build_tensorrt
+
+    section = build_tensorrt(TensorRTConfig(bundle=args.bundle, precision=args.precision, max_length=args.max_length,
+                                            workspace_mb=args.workspace_mb, calibration=args.calibration,
+                                            calibration_frames=args.calibration_frames))
+    print(f"{args.bundle}: {section['precision']} TensorRT {section['tensorrt']} engines for {section['gpu']} "
+          f"(compute capability {section['compute_capability']}), max length {section['max_length']}; run them "
+          f"with the tensorrt engine on this machine only")
+    return 0
+
+
 cli = CommandLine("python -m export", "Export a checkpoint to a verified, self-describing ONNX bundle.", __doc__)
 _b = cli.command("bundle", "export a checkpoint folder to a bundle (the default command)",
                  "python -m export models/student --out bundles/student-fp32", cmd_bundle,
@@ -105,12 +132,32 @@ _v.add_argument("--min-agreement", type=float, default=0.8,
                 help="fp16/int8: least share of frames whose tokens equal PyTorch's (default: %(default)s)")
 cli.command("doctor", "say which parts of the export toolchain this machine has", "python -m export doctor", cmd_doctor,
             description="Check for torch, transformers, onnx, onnxscript, onnxruntime (and its providers) and TensorRT.")
+_c = cli.command("trt-check", "check that TensorRT's ONNX parser accepts a bundle's graphs (no GPU needed)",
+                 "python -m export trt-check bundles/student-fp32", cmd_trt_check,
+                 description="List opset, operators (against onnx-tensorrt's support matrix), quantization nodes, "
+                             "int64 inputs and symbolic dimensions of every graph; exit 1 if any is unsupported.")
+_c.add_argument("bundle", help="bundle folder, or one .onnx file")
+_c.add_argument("--verbose", action="store_true", help="one row per operator type, supported ones too")
+_t = cli.command("tensorrt", "build TensorRT engines into a bundle, on the GPU machine that will run them",
+                 "python -m export tensorrt bundles/student-fp32 --precision int8 --calibration data/demos",
+                 cmd_tensorrt,
+                 description="Build tensorrt/vision.engine and tensorrt/decoder_action.engine from an fp32 (or fp16) "
+                             "bundle with prefill and decode profiles, record them in manifest.json and rewrite the "
+                             "bundle atomically. Needs TensorRT (JetPack on a Jetson) and an NVIDIA GPU.")
+_t.add_argument("bundle", help="bundle folder (fp32 graphs; fp16 graphs for --precision fp16/fp32)")
+_t.add_argument("--precision", default="fp16", choices=["fp16", "int8", "fp32"],
+                help="fp16, int8 (explicit quantization calibrated on --calibration) or fp32 (default: %(default)s)")
+_t.add_argument("--max-length", type=int, help="KV buffer and profile length (default: longest prompt + image "
+                                               "tokens + action tokens)")
+_t.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace (default: %(default)s)")
+_t.add_argument("--calibration", help="dataset whose frames calibrate int8 (needed for --precision int8)")
+_t.add_argument("--calibration-frames", type=int, default=64, help="frames for int8 calibration (default: %(default)s)")
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `python -m export CHECKPOINT --out B` is `python -m export bundle CHECKPOINT --out B`.
-    if argv and not argv[0].startswith("-") and argv[0] not in ("bundle", "verify", "doctor"):
+    if argv and not argv[0].startswith("-") and argv[0] not in ("bundle", "verify", "doctor", "trt-check", "tensorrt"):
         argv.insert(0, "bundle")
     return cli.run(argv)
 

@@ -36,7 +36,7 @@ import numpy as np
 from runtime.atomic_io import replace_folder, sha256_file
 from runtime.bundle import MANIFEST, Bundle
 from runtime.errors import UserError
-from runtime.nvidia import CudaRuntime, platform, require_tensorrt
+from runtime.nvidia import CudaRuntime, engine_target, require_tensorrt, trt_logger
 
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_DIR = "tensorrt"
@@ -221,8 +221,16 @@ def build_engine(trt, builder, logger, onnx_path: Path, profiles: list[dict], pr
     return bytes(serialized)
 
 
-def _stage(root: Path) -> Path:
-    """A copy of the bundle beside it without engines or manifest: hard links where the file system allows."""
+def _stage(root: Path) -> tuple[Path, Bundle]:
+    """A copy of the bundle beside it (hard links where the file system allows) with the manifest minus
+    any engines, loaded and verified: old engines, even damaged ones, never block a rebuild."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+        manifest.pop("tensorrt", None)
+        manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("tensorrt_")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        Bundle.load(root)  # says what is wrong with the bundle
+        raise
     tmp = root.parent / f".{root.name}.trt-tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -235,76 +243,87 @@ def _stage(root: Path) -> Path:
 
     shutil.copytree(root, tmp, copy_function=link, ignore=lambda folder, names: [
         n for n in names if Path(folder) == root and n in (ENGINE_DIR, MANIFEST)])
-    return tmp
+    try:
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        return tmp, Bundle.load(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _check_graphs(bundle: Bundle) -> None:
+    from export.trt_check import check_bundle, format_table, unsupported
+
+    bad = [f for f in unsupported(check_bundle(bundle.root)) if f.graph in ENGINE_GRAPHS]
+    if bad:
+        raise UserError(f"{bundle.root}: TensorRT cannot parse these graphs:\n{format_table(bad)}")
 
 
 def build_tensorrt(config: TensorRTConfig, trt=None, cuda=None, progress=print) -> dict:
     """Build, record and verify the engines; returns the manifest's new `tensorrt` section."""
     trt = trt or require_tensorrt()  # first: without TensorRT nothing is touched
     root = Path(config.bundle)
-    bundle = Bundle.load(root)
+    if not (root / MANIFEST).is_file():
+        Bundle.load(root)  # the usual message for a missing folder or manifest
+    tmp, bundle = _stage(root)
+    try:
+        section = _build_into(tmp, bundle, config, trt, cuda, progress)
+        Bundle.load(tmp)  # sha256 of every file, the tensorrt section's own checks
+        replace_folder(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return section
+
+
+def _build_into(tmp: Path, bundle: Bundle, config: TensorRTConfig, trt, cuda, progress) -> dict:
+    """Check, build the engines into the staged bundle `tmp`, and write its manifest."""
     manifest = json.loads(json.dumps(bundle.manifest))
     config.check(manifest)
-    from export.trt_check import check_bundle, format_table, unsupported
-
-    bad = unsupported(check_bundle(root))
-    if bad:
-        raise UserError(f"{root}: TensorRT cannot parse these graphs:\n{format_table(bad)}")
+    _check_graphs(bundle)
     max_length = resolve_max_length(manifest, config.max_length)
     profiles = plan_profiles(manifest, max_length)
     cuda = cuda or CudaRuntime.load()
-    here = platform(trt, cuda)
-    logger = trt.Logger(trt.Logger.WARNING)
+    here = engine_target(trt, cuda)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     for kind in ("fp16", "int8"):
         if config.precision == kind and not _fast(builder, kind, here["compute_capability"]):
             raise UserError(f"{here['gpu']} (compute capability {here['compute_capability']}) has no fast {kind}: "
                             f"build with --precision fp32" + (" or fp16" if kind == "int8" else ""))
     sources = {name: bundle.path(manifest["graphs"][name]["file"]) for name in ENGINE_GRAPHS}
-    tmp = _stage(root)
-    try:
-        with tempfile.TemporaryDirectory() as work:
-            quantization = None
-            if config.precision == "int8":
-                progress(f"calibrating int8 scales on {config.calibration} ...")
-                sources, quantization = int8_graphs(bundle, config, Path(work))
-            (tmp / ENGINE_DIR).mkdir()
-            engines = {}
-            for name in ENGINE_GRAPHS:
-                start = time.perf_counter()
-                data = build_engine(trt, builder, logger, sources[name], profiles[name], config.precision,
-                                    config.workspace_mb)
-                path = f"{ENGINE_DIR}/{name}.engine"
-                (tmp / path).write_bytes(data)
-                engines[name] = {"file": f"tensorrt_{name}", "onnx": manifest["graphs"][name]["file"],
-                                 "profiles": profiles[name]}
-                progress(f"  {path}: {len(data) / 1e6:.2f} MB in {time.perf_counter() - start:.1f} s")
-        files = {k: v for k, v in manifest["files"].items() if not k.startswith("tensorrt_")}
-        for name, entry in engines.items():
+    engines, quantization = {}, None
+    with tempfile.TemporaryDirectory() as work:
+        if config.precision == "int8":
+            progress(f"calibrating int8 scales on {config.calibration} ...")
+            sources, quantization = int8_graphs(bundle, config, Path(work))
+        (tmp / ENGINE_DIR).mkdir()
+        for name in ENGINE_GRAPHS:
+            start = time.perf_counter()
+            data = build_engine(trt, builder, logger, sources[name], profiles[name], config.precision,
+                                config.workspace_mb)
             path = tmp / ENGINE_DIR / f"{name}.engine"
-            files[entry["file"]] = {"path": f"{ENGINE_DIR}/{name}.engine", "sha256": sha256_file(path),
-                                    "bytes": path.stat().st_size}
-        d = manifest["decoder"]
-        section = {
-            **here,
-            "portable": False,
-            "note": "engines run only on this GPU model and compute capability with this TensorRT version; "
-                    "elsewhere rebuild them with `python -m export tensorrt BUNDLE` (the ONNX graphs are portable)",
-            "precision": config.precision,
-            "max_length": max_length,
-            "batch": 1,
-            "kv_buffer": {"shape": [1, d["kv_heads"], max_length, d["head_size"]], "dtype": d.get("kv_dtype", "float32"),
-                          "per_tensor": 2, "scheme": "two static buffers per past/present tensor, swapped each step"},
-            "workspace_mb": config.workspace_mb,
-            "quantization": quantization,
-            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "engines": engines,
-        }
-        manifest["files"], manifest["tensorrt"] = files, section
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        Bundle.load(tmp)  # sha256 of every file, the tensorrt section's own checks
-        replace_folder(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            path.write_bytes(data)
+            engines[name] = {"file": f"tensorrt_{name}", "onnx": manifest["graphs"][name]["file"],
+                             "profiles": profiles[name]}
+            manifest["files"][f"tensorrt_{name}"] = {"path": f"{ENGINE_DIR}/{name}.engine", "sha256": sha256_file(path),
+                                                    "bytes": path.stat().st_size}
+            progress(f"  {ENGINE_DIR}/{name}.engine: {len(data) / 1e6:.2f} MB in {time.perf_counter() - start:.1f} s")
+    d = manifest["decoder"]
+    manifest["tensorrt"] = section = {
+        **here,
+        "portable": False,
+        "note": "engines run only on this GPU model and compute capability with this TensorRT version; "
+                "elsewhere rebuild them with `python -m export tensorrt BUNDLE` (the ONNX graphs are portable)",
+        "precision": config.precision,
+        "max_length": max_length,
+        "batch": 1,
+        "kv_buffer": {"shape": [1, d["kv_heads"], max_length, d["head_size"]], "dtype": d.get("kv_dtype", "float32"),
+                      "per_tensor": 2, "scheme": "two static buffers per past/present tensor, swapped each step"},
+        "workspace_mb": config.workspace_mb,
+        "quantization": quantization,
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "engines": engines,
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return section

@@ -41,7 +41,10 @@ class ArmModel(Protocol):
         """Move by one step of `action` (already within the controller's limits)."""
 
     def hold(self) -> None:
-        """Stop moving."""
+        """Stop moving (the watchdog fired, or the e-stop latched)."""
+
+    def idle_step(self) -> None:
+        """One control period without motion (a HEARTBEAT): a simulated arm lets its time advance."""
 
     def hand_um(self) -> tuple[int, int, int]:
         """Hand position, micrometres."""
@@ -66,6 +69,9 @@ class KinematicArm:
 
     def hold(self) -> None:
         """A point hand stops instantly."""
+
+    def idle_step(self) -> None:
+        """A point hand has no dynamics: nothing happens while it waits."""
 
     def hand_um(self) -> tuple[int, int, int]:
         return tuple(int(round(v * 1000)) for v in self.position)
@@ -96,6 +102,7 @@ class ControllerCore:
         self.last_seq: int | None = None  # the newest message applied
         self.last_ack: Frame | None = None  # replayed for a duplicate
         self.last_fed = self.clock()
+        self.held_at: float | None = None  # when the watchdog last engaged (clock time)
         self.counters = {"applied": 0, "clamped": 0, "duplicates": 0, "stale": 0, "refused": 0, "watchdog": 0}
 
     # -- state -----------------------------------------------------------------------------------
@@ -104,8 +111,10 @@ class ControllerCore:
 
     def tick(self) -> None:
         """The watchdog: with no ACTION or HEARTBEAT for its period, hold position (reported in ACKs)."""
-        if self.connected and not self.watchdog_hold and (self.clock() - self.last_fed) * 1000 > self.limits.watchdog_ms:
+        now = self.clock()
+        if self.connected and not self.watchdog_hold and (now - self.last_fed) * 1000 > self.limits.watchdog_ms:
             self.watchdog_hold = True
+            self.held_at = now
             self.counters["watchdog"] += 1
             self.arm.hold()
 
@@ -144,6 +153,7 @@ class ControllerCore:
         else:
             if msg == MsgType.HEARTBEAT:
                 self._feed()
+                self.arm.idle_step()
             elif msg == MsgType.ESTOP:
                 self.estop = True
                 self.arm.hold()

@@ -31,6 +31,7 @@ from firmware_bridge.protocol import (
     MsgType,
     ProtocolError,
     encode_frame,
+    um_to_metres,
     validate,
 )
 from runtime.errors import UserError
@@ -143,10 +144,8 @@ class SerialLink:
         ack = self._ack(self._request(MsgType.ACTION, payload))
         if ack.status == AckStatus.ESTOPPED:
             raise EStopped("the controller's e-stop is latched: clear it with clear_estop() once it is safe")
-        applied = ack.applied
         out = values.copy()
-        out[:4] = [applied.dx_mm / self.mm_per_unit, applied.dy_mm / self.mm_per_unit,
-                   applied.dz_mm / self.mm_per_unit, applied.gripper]
+        out[:4] = ack.applied.units(self.mm_per_unit)
         return out
 
     def hold(self) -> None:
@@ -162,7 +161,12 @@ class SerialLink:
     def hand_position(self) -> np.ndarray | None:
         if self.last_ack is None:
             return None
-        return np.asarray(self.last_ack.hand_um, np.float64) / 1e6
+        return um_to_metres(self.last_ack.hand_um)
+
+    @property
+    def rejected_frames(self) -> int:
+        """Frames from the controller dropped by the decoder since open() (bad COBS, CRC, length)."""
+        return self._decoder.rejected
 
     @property
     def estopped(self) -> bool:

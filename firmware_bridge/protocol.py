@@ -18,6 +18,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
+import numpy as np
 from cobs import cobs
 from crc import Calculator, Crc16
 
@@ -174,6 +175,15 @@ class ActionPayload:
         return ACTION.pack(fixed(self.dx_mm, MM_SCALE), fixed(self.dy_mm, MM_SCALE), fixed(self.dz_mm, MM_SCALE),
                            fixed(self.gripper, GRIPPER_SCALE), FLAG_TERMINATE if self.terminate else 0)
 
+    def units(self, mm_per_unit: float = 10.0) -> tuple[float, float, float, float]:
+        """(dx, dy, dz, gripper) back in the policy's units: the inverse of `from_values`."""
+        return (self.dx_mm / mm_per_unit, self.dy_mm / mm_per_unit, self.dz_mm / mm_per_unit, self.gripper)
+
+    @classmethod
+    def quantize(cls, values, mm_per_unit: float = 10.0) -> "ActionPayload":
+        """`values` as they arrive at the controller: through the wire's fixed point and back."""
+        return cls.unpack(cls.from_values(values, mm_per_unit).pack())
+
     @classmethod
     def unpack(cls, payload: bytes) -> "ActionPayload":
         if len(payload) != ACTION.size:
@@ -182,6 +192,16 @@ class ActionPayload:
         if flags & ~FLAG_TERMINATE:
             raise ProtocolError(f"ACTION has unknown flags 0x{flags:02x}")
         return cls(dx / MM_SCALE, dy / MM_SCALE, dz / MM_SCALE, grip / GRIPPER_SCALE, bool(flags & FLAG_TERMINATE))
+
+
+def metres_to_um(xyz) -> tuple[int, int, int]:
+    """A hand position in metres as the ACK carries it: whole micrometres."""
+    return tuple(int(round(float(v) * 1e6)) for v in xyz[:3])
+
+
+def um_to_metres(hand_um) -> np.ndarray:
+    """(3,) float64 metres from an ACK's micrometres."""
+    return np.asarray(hand_um, np.float64) / 1e6
 
 
 HELLO = struct.Struct("<BB")  # lowest and highest version the host speaks

@@ -38,6 +38,8 @@ REQUIRED = {
     "action": ("names", "units", "low", "high", "n_bins", "token_ids", "vocab_size"),
     "safety": (),
 }
+# Fields of the optional `tensorrt` section (engines built by `python -m export tensorrt`).
+TENSORRT_REQUIRED = ("tensorrt", "gpu", "compute_capability", "precision", "max_length", "engines")
 
 
 class BundleError(UserError):
@@ -105,6 +107,26 @@ class Bundle:
         image = m["image"]
         if image["channel_order"] not in ("RGB", "BGR") or len(image["mean"]) != 3 or len(image["std"]) != 3:
             raise BundleError(f"{self.root}: image spec needs channel_order RGB or BGR and 3 means and stds")
+        if "tensorrt" in m:
+            self.check_tensorrt()
+
+    def check_tensorrt(self) -> None:
+        """The optional `tensorrt` section: its fields, and every engine listed under `files` (whose sha256
+        `verify_files` checks). Whether the engines suit this machine is the TensorRT engine's check."""
+        section, fix = self.manifest["tensorrt"], f"rebuild the engines with `python -m export tensorrt {self.root}`"
+        missing = [k for k in TENSORRT_REQUIRED if k not in section]
+        if missing:
+            raise BundleError(f"{self.root}: the tensorrt section lacks {', '.join(missing)}: {fix}")
+        if section["precision"] not in ("fp32", "fp16", "int8"):
+            raise BundleError(f"{self.root}: tensorrt precision {section['precision']!r} is not fp32, fp16 or int8: {fix}")
+        if not isinstance(section["max_length"], int) or not 1 <= section["max_length"] <= self.manifest["decoder"]["max_positions"]:
+            raise BundleError(f"{self.root}: tensorrt max_length {section['max_length']!r} is not within the decoder's "
+                              f"{self.manifest['decoder']['max_positions']} positions: {fix}")
+        for graph in ("vision", "decoder_action"):
+            engine = section["engines"].get(graph)
+            if not engine or engine.get("file") not in self.manifest["files"] or not engine.get("profiles"):
+                raise BundleError(f"{self.root}: the tensorrt section has no {graph} engine listed under files, "
+                                  f"with its profiles: {fix}")
 
     def path(self, key: str) -> Path:
         """The file of `files[key]` (already verified when the bundle was loaded)."""

@@ -41,19 +41,13 @@ def action_tokenizer(manifest: dict) -> ActionTokenizer:
     return ActionTokenizer.from_statistics(a["names"], low=a["low"], high=a["high"], table=table, units=a["units"])
 
 
-class OnnxVla:
-    """Vision graph + action-mode decoder graph of a bundle, on onnxruntime."""
+class BundleVla:
+    """What every engine of a bundle shares (ONNX Runtime, TensorRT): the manifest's image, prompt, decoder
+    and action spec, preprocessing, prompt lookup and `decode_actions`; engines implement `_decode`."""
 
-    def __init__(self, bundle: Bundle, threads: int = 1, providers: list[str] | None = None) -> None:
-        import onnxruntime as ort
-
+    def _read_spec(self, bundle: Bundle) -> None:
         self.bundle = bundle
         m = bundle.manifest
-        providers = providers or ["CPUExecutionProvider"]
-        options = session_options(threads)
-        self.vision = ort.InferenceSession(str(bundle.path(m["graphs"]["vision"]["file"])), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(bundle.path(m["graphs"]["decoder_action"]["file"])), options,
-                                            providers=providers)
         self.embed = bundle.embedding_table().astype(np.float32)  # (vocab, hidden)
         d = m["decoder"]
         self.layers, self.kv_heads, self.head_size = d["layers"], d["kv_heads"], d["head_size"]
@@ -68,7 +62,6 @@ class OnnxVla:
         self.std = np.asarray(image["std"], np.float32).reshape(1, 3, 1, 1)
         self.prompts: dict[str, list[int]] = m["prompt"]["prompts"]
         self.past_names = [f"past_key_values.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
-        self._prompt_kv: dict[tuple[int, ...], tuple[dict[str, np.ndarray], int]] = {}
 
     # -- inputs ----------------------------------------------------------------------------------
     def preprocess(self, frame: np.ndarray) -> np.ndarray:
@@ -90,12 +83,33 @@ class OnnxVla:
                             f"instructions ({known}, ...); see the bundle's manifest prompt.prompts")
         return self.prompts[key]
 
-    # -- decoding --------------------------------------------------------------------------------
     def decode_actions(self, frame: np.ndarray, instruction: str) -> tuple[np.ndarray, np.ndarray]:
         """Greedy masked decode of one action: (D,) vocabulary ids and (D, 256) action logits."""
         tokens, logits, _ = self._decode(self.preprocess(frame), self.prompt_ids(instruction))
         return tokens, logits
 
+    def _decode(self, pixels: np.ndarray, prompt: list[int], use_prompt_cache: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """(D,) tokens, (D, 256) logits and stage timings for preprocessed pixels and prompt ids."""
+        raise NotImplementedError
+
+
+class OnnxVla(BundleVla):
+    """Vision graph + action-mode decoder graph of a bundle, on onnxruntime."""
+
+    def __init__(self, bundle: Bundle, threads: int = 1, providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        self._read_spec(bundle)
+        m = bundle.manifest
+        providers = providers or ["CPUExecutionProvider"]
+        options = session_options(threads)
+        self.vision = ort.InferenceSession(str(bundle.path(m["graphs"]["vision"]["file"])), options, providers=providers)
+        self.decoder = ort.InferenceSession(str(bundle.path(m["graphs"]["decoder_action"]["file"])), options,
+                                            providers=providers)
+        self._prompt_kv: dict[tuple[int, ...], tuple[dict[str, np.ndarray], int]] = {}
+
+    # -- decoding --------------------------------------------------------------------------------
     def _empty_past(self) -> dict[str, np.ndarray]:
         empty = np.zeros((1, self.kv_heads, 0, self.head_size), self.kv_dtype)
         return {name: empty for name in self.past_names}
@@ -152,11 +166,11 @@ class OnnxVla:
 
 
 class OnnxPolicy:
-    """A bundle behind the `Policy` protocol."""
+    """A bundle behind the `Policy` protocol (any `BundleVla` engine; `name` says which)."""
 
     name = "onnx"
 
-    def __init__(self, engine: OnnxVla) -> None:
+    def __init__(self, engine: BundleVla) -> None:
         self.engine = engine
         self.tokenizer = action_tokenizer(engine.bundle.manifest)
 
@@ -179,4 +193,4 @@ class OnnxPolicy:
                       timings={"preprocess": t1 - t0, **timings, "detokenize": time.perf_counter() - t2})
 
 
-__all__ = ["OnnxVla", "OnnxPolicy", "NonFiniteLogits", "BundleError", "action_tokenizer"]
+__all__ = ["BundleVla", "OnnxVla", "OnnxPolicy", "NonFiniteLogits", "BundleError", "action_tokenizer"]

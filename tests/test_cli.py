@@ -8,10 +8,10 @@ from conftest import HAVE_SIM, needs_sim, run_module
 
 COMMANDS = {
     "distill": ["tasks", "record", "inspect", "tokenizer", "evaluate", "train-teacher", "student", "card"],
-    "runtime": ["tokenizer"],
+    "runtime": ["tokenizer", "run", "serve", "netem-proxy", "cloud-eval"],
     "firmware_bridge": ["ports", "emulate"],
-    "export": ["bundle", "verify", "doctor"],
-    "benchmarks": ["machine"],
+    "export": ["bundle", "verify", "doctor", "trt-check", "tensorrt"],
+    "benchmarks": ["machine", "serial_rtt", "decode-speed"],
 }
 
 
@@ -75,3 +75,26 @@ def test_damaged_tokenizer_file_is_a_one_line_error(tmp_path):
     path.write_text('{"format": "vla-edge-action-tokenizer", "version": 1, "names": [')
     _one_line_error(run_module("runtime", "tokenizer", str(path)), "tok.json")
     _one_line_error(run_module("runtime", "tokenizer", str(tmp_path / "missing.json")), "does not exist")
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--camera", "0", "--instruction", "open the drawer"], ["needs --port", "/dev/ttyACM0", "firmware_bridge ports"]),
+    (["--sim", "reach", "--port", "/dev/pts/9"], ["add --bench HOST:PORT", "emulate --pty --arm metaworld"]),
+    (["--sim", "reach", "--bench", "127.0.0.1:5000"], ["--bench needs --port"]),
+    (["--camera", "0", "--instruction", "open the drawer", "--port", "/dev/ttyACM0", "--bench", "127.0.0.1:1"],
+     ["use it with --sim"]),
+])
+def test_run_refuses_a_contradictory_arm_before_loading_anything(tmp_path, args, needles):
+    # The bundle does not exist: the arguments are checked first.
+    _one_line_error(run_module("runtime", "run", "--bundle", str(tmp_path / "none"), *args), *needles)
+
+
+@pytest.mark.parametrize("args, needles", [
+    ([], ["--pty", "--port PATH_OR_URL"]),
+    (["--pty", "--arm", "metaworld"], ["needs --task"]),
+    (["--pty", "--task", "reach"], ["add --arm metaworld"]),
+    (["--port", "/dev/ttyNOPE"], ["cannot open /dev/ttyNOPE", "--pty"]),
+    (["--port", "loop://", "--pace"], ["--pace"]),
+])
+def test_emulate_refuses_bad_arguments_in_one_line(args, needles):
+    _one_line_error(run_module("firmware_bridge", "emulate", *args), *needles)

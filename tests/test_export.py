@@ -187,8 +187,9 @@ def test_runtime_runs_the_bundle_closed_loop_in_the_simulator(bundle, tmp_path):
     assert "reach-v3" in proc.stdout and "p99 ms" in proc.stdout and "decode" in proc.stdout
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert 1 <= len(records) <= 6 and all(r["sent_action"] is None or len(r["sent_action"]) == 5 for r in records)
-    proc = run_module("runtime", "run", "--bundle", str(bundle), "--camera", "0", "--instruction", "make coffee")
-    assert proc.returncode == 2 and "unknown instruction" in proc.stderr
+    proc = run_module("runtime", "run", "--bundle", str(bundle), "--camera", "0", "--instruction", "make coffee",
+                      "--port", str(tmp_path / "no-such-port"))
+    assert proc.returncode == 2 and "unknown instruction" in proc.stderr  # refused before any hardware opens
 
 
 def test_cached_prompt_kv_gives_the_same_tokens_as_a_full_prefill(bundle):

@@ -65,3 +65,26 @@ def test_a_missing_port_is_a_clear_error():
 
     with pytest.raises(UserError, match="cannot open serial port /dev/ttyNOPE"):
         SerialLink(LinkConfig(port="/dev/ttyNOPE")).open()
+
+
+def test_emulate_serves_an_existing_port(tmp_path):
+    """`python -m firmware_bridge emulate --port PATH` on one end of a cable (two ptys joined by a relay)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from pty_proxy import PtyProxy
+
+    with PtyProxy(tmp_path) as cable:
+        proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge", "emulate", "--port", cable.controller_path,
+                                 "--baud", "115200"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert f"controller emulator on {cable.controller_path}" in proc.stdout.readline()
+            with SerialLink(LinkConfig(port=cable.host_path, baud=115_200, timeout_s=0.5)) as link:
+                for _ in range(3):
+                    link.send_action(np.array([0.2, 0, 0, 0, 0], np.float32))
+                np.testing.assert_allclose(link.hand_position(), [0.006, 0.6, 0.2], atol=1e-6)
+        finally:
+            proc.terminate()
+            out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "'applied': 3" in out, err
