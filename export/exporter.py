@@ -27,7 +27,7 @@ from distill.reference_policy import load_vla_folder
 from distill.tasks import INSTRUCTIONS
 from distill.teacher_data import encode_prompt
 from distill.vqa import all_question_texts
-from export.graphs import OPSET, export_decoder, export_vision, kv_names
+from export.graphs import OPSET, export_act, export_decoder, export_vision, kv_names
 from export.quantize import PRECISIONS, calibration_feeds, quantize_graph
 from runtime.atomic_io import replace_folder
 from runtime.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST, Bundle, sha256_file
@@ -93,6 +93,10 @@ def build_manifest(model, text_tok, action_tok, folder: Path, files: dict[str, s
     graphs = {"vision": {"file": "vision", **_io_spec(folder / files["vision"])},
               "decoder_action": {"file": "decoder_action", "output_rows": "action.token_ids",
                                  **_io_spec(folder / files["decoder_action"])}}
+    if "act" in files:
+        graphs["act"] = {"file": "act", "output_rows": "action.token_ids", "batch": 1,
+                         "feeds": "pixel_values and the instruction's KV cache (decoder_action run on the prompt)",
+                         **_io_spec(folder / files["act"])}
     if "decoder_text" in files:
         graphs["decoder_text"] = {"file": "decoder_text", "output_rows": "vocabulary", **_io_spec(folder / files["decoder_text"])}
     action_prompts = {text: encode_prompt(text_tok, action_prompt(text)) for text in INSTRUCTIONS.values()}
@@ -192,19 +196,26 @@ def parity_frames(config: ExportConfig, model, count: int) -> tuple[np.ndarray, 
 
 @torch.no_grad()
 def parity_check(model, text_tok, bundle: Bundle, frames: np.ndarray, instructions: list[str]) -> dict:
-    """ONNX against PyTorch on the same frames: max |logit difference| over the action ids, token equality."""
-    engine = OnnxVla(bundle)
+    """ONNX against PyTorch on the same frames: max |logit difference| over the action ids, token equality.
+    Every decode mode of the bundle is checked (the one-call act graph and the per-token loop); the
+    figures are the worst over the modes."""
+    modes = ["act", "loop"] if "act" in bundle.manifest["graphs"] else ["loop"]
+    engines = [OnnxVla(bundle, decode=mode) for mode in modes]
     action_ids = model.action_ids
     mask = allowed_mask(model.config.text_config.vocab_size, allowed=action_ids)
     worst, same = 0.0, 0
     for frame, instruction in zip(frames, instructions):
-        tokens, logits = engine.decode_actions(frame, instruction)
         prompt = torch.tensor([encode_prompt(text_tok, action_prompt(instruction))])
         ref_tokens, ref_logits = greedy_decode(model, model.preprocess(torch.from_numpy(frame)[None]), prompt,
-                                               torch.ones_like(prompt), len(tokens), mask, return_logits=True)
-        worst = max(worst, float(np.abs(logits - ref_logits[0][:, action_ids].numpy()).max()))
-        same += int(np.array_equal(tokens, ref_tokens[0].numpy()))
-    return {"frames": len(frames), "max_abs_logit_diff": worst, "identical_tokens": same / len(frames)}
+                                               torch.ones_like(prompt), engines[0].steps, mask, return_logits=True)
+        all_same = True
+        for engine in engines:
+            tokens, logits = engine.decode_actions(frame, instruction)
+            worst = max(worst, float(np.abs(logits - ref_logits[0][:, action_ids].numpy()).max()))
+            all_same &= bool(np.array_equal(tokens, ref_tokens[0].numpy()))
+        same += int(all_same)
+    return {"frames": len(frames), "max_abs_logit_diff": worst, "identical_tokens": same / len(frames),
+            "decode_modes": modes}
 
 
 def compare_with(bundle: Bundle, frames: np.ndarray, instructions: list[str],
@@ -241,6 +252,8 @@ def export_bundle(config: ExportConfig, progress: bool = True) -> dict:
                  "embed_tokens": "embed_tokens.npy", "tokenizer": "tokenizer.json"}
         export_vision(model, tmp / files["vision"])
         export_decoder(model, tmp / files["decoder_action"], action_ids=list(model.config.action_ids))
+        files["act"] = "act.onnx"
+        export_act(model, tmp / files["act"], action_dim=len(action_tok.names))
         if config.text_mode:
             files["decoder_text"] = "decoder_text.onnx"
             export_decoder(model, tmp / files["decoder_text"])
@@ -270,7 +283,7 @@ def export_bundle(config: ExportConfig, progress: bool = True) -> dict:
             for key, name in files.items():
                 if name.endswith(".onnx"):
                     quantize_graph(tmp / name, config.precision,
-                                   calibration=feeds.get("vision" if key == "vision" else "decoder"))
+                                   calibration=feeds.get(key if key in ("vision", "act") else "decoder"))
             manifest["files"] = {key: _file_entry(tmp, name) for key, name in files.items()}
             manifest["precision"] = config.precision
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))

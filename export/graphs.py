@@ -7,6 +7,11 @@ Decoder: inputs_embeds (B, S, D), attention_mask (B, P + S) int64, position_ids 
 R is the full vocabulary (text mode) or the 256 action ids only (action mode: the output layer keeps just
 those rows). Names follow Hugging Face / ONNX Runtime GenAI. Both graphs take dynamic batch, sequence and
 past lengths, including a past of length 0 (prefill).
+
+Act (one call per action, batch 1): pixel_values (1, 3, H, W) and the instruction's KV cache
+past_key_values.{i}.key|value (1, KV, P, head)  ->  action_bins (1, A) int64, action_logits (1, A, 256).
+Vision, image prefill and the A greedy decode steps (argmax over the 256 action rows, the chosen action
+token's embedding fed back) unrolled in one graph: no Python and no session call between tokens.
 """
 
 from __future__ import annotations
@@ -63,6 +68,38 @@ class DecoderGraph(nn.Module):
         return (self.head(hidden), *present)
 
 
+class ActGraph(nn.Module):
+    """Frame + prompt KV cache -> all action bins of one action, greedy over the action rows."""
+
+    def __init__(self, model, action_dim: int) -> None:
+        super().__init__()
+        self.model = model
+        self.step = DecoderGraph(model, list(model.config.action_ids))
+        self.action_dim = action_dim
+        table = model.language_model.get_input_embeddings().weight.detach()[model.action_ids]
+        self.register_buffer("action_embeds", table.clone())  # (256, D): the action tokens' input embeddings
+
+    def forward(self, pixel_values, *past):
+        prompt_len = past[0].shape[2]
+        embeds = self.model.embed_image(pixel_values)  # (1, N, D)
+        length = prompt_len + embeds.shape[1]
+        positions = torch.arange(prompt_len, length, device=embeds.device).unsqueeze(0)
+        mask = torch.ones(1, length, dtype=torch.long, device=embeds.device)
+        bins, logits_all = [], []
+        for k in range(self.action_dim):
+            logits, *past = self.step(embeds, mask, positions, *past)
+            last = logits[:, -1]  # (1, 256)
+            choice = torch.argmax(last, dim=-1)  # (1,)
+            bins.append(choice)
+            logits_all.append(last)
+            if k + 1 < self.action_dim:
+                embeds = self.action_embeds[choice].unsqueeze(1)  # (1, 1, D)
+                positions = torch.full((1, 1), length, dtype=torch.long, device=embeds.device)
+                length = length + 1
+                mask = torch.ones(1, length, dtype=torch.long, device=embeds.device)
+        return torch.stack(bins, dim=1), torch.stack(logits_all, dim=1)  # (1, A) int64, (1, A, 256)
+
+
 def _quiet_export(*args, **kwargs):
     """torch.onnx.export (dynamo) without its progress prints and torchvision notices."""
     import logging
@@ -100,3 +137,17 @@ def export_decoder(model, path: Path, action_ids: list[int] | None = None) -> No
     _quiet_export(graph, (embeds, mask, positions, *past), str(path),
                   input_names=["inputs_embeds", "attention_mask", "position_ids", *past_names],
                   output_names=["logits", *present_names], dynamic_shapes=dynamic)
+
+
+def export_act(model, path: Path, action_dim: int) -> None:
+    """The one-call action graph (see the module docstring); batch 1, dynamic prompt length."""
+    t, v = model.config.text_config, model.config.vision_config
+    head_dim = t.hidden_size // t.num_attention_heads
+    graph = ActGraph(model, action_dim).eval()
+    past_names, _ = kv_names(graph.step.layers)
+    pixels = torch.randn(1, 3, v.image_size, v.image_size)
+    past = [torch.randn(1, t.num_key_value_heads, 5, head_dim) for _ in past_names]
+    prompt = torch.export.Dim("prompt", min=1, max=t.max_position_embeddings // 2)
+    dynamic = (None, tuple({2: prompt} for _ in past))
+    _quiet_export(graph, (pixels, *past), str(path), input_names=["pixel_values", *past_names],
+                  output_names=["action_bins", "action_logits"], dynamic_shapes=dynamic)

@@ -48,17 +48,21 @@ class _RecordingSession:
 
 
 def calibration_feeds(engine, frames, instructions) -> dict[str, list[dict]]:
-    """The exact inputs `engine` (an fp32 OnnxVla) gives its vision and decoder graphs while decoding
-    actions for `frames`: prompt prefill, image prefill and every decode step, with real KV caches."""
+    """The exact inputs an fp32 OnnxVla gives its graphs while decoding actions for `frames`: for the
+    decoder, prompt prefill, image prefill and every decode step with real KV caches (run in loop mode);
+    for vision, the pixels; for the act graph, the pixels with the instruction's KV cache."""
     vision, decoder = _RecordingSession(engine.vision), _RecordingSession(engine.decoder)
     engine.vision, engine.decoder = vision, decoder
     engine._prompt_kv.clear()
+    act = []
     try:
         for frame, instruction in zip(frames, instructions):
-            engine.decode_actions(frame, instruction)
+            pixels, prompt = engine.preprocess(frame), engine.prompt_ids(instruction)
+            engine._decode_loop(pixels, prompt)
+            act.append({"pixel_values": pixels, **engine.prompt_cache(tuple(prompt))[0]})
     finally:
         engine.vision, engine.decoder = vision.session, decoder.session
-    return {"vision": vision.feeds, "decoder": decoder.feeds}
+    return {"vision": vision.feeds, "decoder": decoder.feeds, "act": act}
 
 
 def quantize_graph(path: Path, precision: str, exclude: list[str] | None = None,

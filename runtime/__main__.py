@@ -64,12 +64,17 @@ def check_run_args(args) -> None:
 def cmd_run(args) -> int:
     from runtime.bundle import Bundle
     from runtime.control_loop import LoopConfig
-    from runtime.onnx_engine import OnnxPolicy, OnnxVla
+    from runtime.engines import load_policy
     from runtime.safety import SafetyConfig, SafetyEnvelope
 
     check_run_args(args)
     bundle = Bundle.load(args.bundle)
-    policy = OnnxPolicy(OnnxVla(bundle, threads=args.threads))
+    policy = load_policy(bundle, args.engine, threads=args.threads, decode=args.decode)
+    engine = policy.engine
+    if hasattr(engine, "warm_up"):
+        engine.warm_up()
+    print(f"engine: {args.engine} {getattr(engine, 'providers', '')}, decode: {getattr(engine, 'decode_mode', 'loop')}, "
+          f"{args.threads} thread(s); warmed up", flush=True)
     safety = SafetyEnvelope(SafetyConfig.from_manifest(bundle.manifest))
     config = LoopConfig(rate_hz=args.rate, max_steps=args.max_steps, terminate_after=args.terminate_after,
                         log_path=args.log, deadline_s=None if args.deadline_ms is None else args.deadline_ms / 1000)
@@ -202,6 +207,10 @@ _run.add_argument("--rate", type=float, default=20.0, help="control rate in Hz (
 _run.add_argument("--max-steps", type=int, default=200, help="steps per episode (default: %(default)s)")
 _run.add_argument("--terminate-after", type=int, default=3, help="consecutive terminate actions that stop (default: 3)")
 _run.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default: %(default)s)")
+_run.add_argument("--decode", choices=["auto", "act", "loop"], default="auto",
+                  help="act: one session call per action (the bundle's act graph); loop: one decoder call per "
+                       "action token; auto: act where the bundle has it (default: %(default)s)")
+add_engine_argument(_run)
 _run.add_argument("--log", help="append every step to this JSON-lines file")
 _run.add_argument("--out", help="write the episodes (task, seed, ended_by, steps) to this JSON file")
 _run.add_argument("--deadline-ms", type=float,

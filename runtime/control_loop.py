@@ -25,7 +25,8 @@ import numpy as np
 from runtime.policy import Observation, Policy
 from runtime.safety import SafetyEnvelope
 
-STAGES = ("capture", "preprocess", "vision", "prefill", "decode", "detokenize", "safety", "send")
+# "act" is the one-call action graph (vision + prefill + decode together) where a bundle has it.
+STAGES = ("capture", "preprocess", "vision", "prefill", "decode", "act", "detokenize", "safety", "send")
 
 
 class Robot(Protocol):

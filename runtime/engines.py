@@ -17,8 +17,9 @@ from runtime.errors import UserError
 ENGINES = ("onnx", "tensorrt")
 
 
-def load_engine(bundle: Bundle | str | os.PathLike, kind: str = "onnx", threads: int = 1):
-    """An `OnnxVla` or `TrtVla` for the bundle (a loaded Bundle or its folder)."""
+def load_engine(bundle: Bundle | str | os.PathLike, kind: str = "onnx", threads: int = 1, decode: str = "auto"):
+    """An `OnnxVla` or `TrtVla` for the bundle (a loaded Bundle or its folder); `decode` picks the ONNX
+    Runtime decode mode (auto, act, loop; see OnnxVla)."""
     if kind not in ENGINES:
         raise UserError(f"unknown engine '{kind}': choose {' or '.join(ENGINES)}")
     if not isinstance(bundle, Bundle):
@@ -29,12 +30,12 @@ def load_engine(bundle: Bundle | str | os.PathLike, kind: str = "onnx", threads:
         return TrtVla(bundle)
     from runtime.onnx_engine import OnnxVla
 
-    return OnnxVla(bundle, threads=threads)
+    return OnnxVla(bundle, threads=threads, decode=decode)
 
 
-def load_policy(bundle: Bundle | str | os.PathLike, kind: str = "onnx", threads: int = 1):
+def load_policy(bundle: Bundle | str | os.PathLike, kind: str = "onnx", threads: int = 1, decode: str = "auto"):
     """The bundle behind the `Policy` protocol on the chosen engine (policy.name is the engine's)."""
-    engine = load_engine(bundle, kind, threads)
+    engine = load_engine(bundle, kind, threads, decode)
     if kind == "tensorrt":
         from runtime.tensorrt_engine import TensorRTPolicy
 

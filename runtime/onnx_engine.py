@@ -34,6 +34,21 @@ def session_options(threads: int = 1):
     return options
 
 
+DECODE_MODES = ("auto", "act", "loop")
+# Preferred first: TensorRT through onnxruntime, then CUDA, then the CPU (always present).
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def pick_providers(available: list[str] | None = None) -> list[str]:
+    """The execution providers to ask for, best first, among those this onnxruntime build has."""
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    chosen = [p for p in PROVIDER_ORDER if p in available]
+    return chosen or ["CPUExecutionProvider"]
+
+
 def action_tokenizer(manifest: dict) -> ActionTokenizer:
     """The action tokenizer a bundle's manifest describes."""
     a = manifest["action"]
@@ -97,17 +112,41 @@ class BundleVla:
 class OnnxVla(BundleVla):
     """Vision graph + action-mode decoder graph of a bundle, on onnxruntime."""
 
-    def __init__(self, bundle: Bundle, threads: int = 1, providers: list[str] | None = None) -> None:
+    def __init__(self, bundle: Bundle, threads: int = 1, providers: list[str] | None = None,
+                 decode: str = "auto") -> None:
+        """`providers`: onnxruntime execution providers in order of preference (default: the best this
+        onnxruntime build has, see `pick_providers`); `decode`: "act" runs the bundle's one-call action
+        graph, "loop" one decoder call per action token, "auto" the act graph where the bundle has one."""
         import onnxruntime as ort
 
         self._read_spec(bundle)
         m = bundle.manifest
-        providers = providers or ["CPUExecutionProvider"]
+        if decode not in DECODE_MODES:
+            raise UserError(f"unknown decode mode '{decode}': choose one of {', '.join(DECODE_MODES)}")
+        if decode == "act" and "act" not in m["graphs"]:
+            raise UserError(f"{bundle.root} has no act graph (exported before it existed): re-export it, or use "
+                            f"decode='loop'")
+        providers = providers or pick_providers()
         options = session_options(threads)
-        self.vision = ort.InferenceSession(str(bundle.path(m["graphs"]["vision"]["file"])), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(bundle.path(m["graphs"]["decoder_action"]["file"])), options,
-                                            providers=providers)
+
+        def session(graph: str):
+            return ort.InferenceSession(str(bundle.path(m["graphs"][graph]["file"])), options, providers=providers)
+
+        self.vision = session("vision")
+        self.decoder = session("decoder_action")
+        self.act = session("act") if decode != "loop" and "act" in m["graphs"] else None
+        self.decode_mode = "act" if self.act is not None else "loop"
+        self.providers = self.decoder.get_providers()  # what onnxruntime actually chose
         self._prompt_kv: dict[tuple[int, ...], tuple[dict[str, np.ndarray], int]] = {}
+
+    def warm_up(self, frames: int = 3) -> None:
+        """Run a few actions on a grey frame for every instruction: session start-up costs (allocations,
+        kernel selection) land here instead of in the first control step; the prompt caches get filled."""
+        grey = np.full((self.size[1], self.size[0], 3), 128, np.uint8)
+        pixels = self.preprocess(grey)
+        for prompt in self.prompts.values():
+            for _ in range(frames):
+                self._decode(pixels, prompt)
 
     # -- decoding --------------------------------------------------------------------------------
     def _empty_past(self) -> dict[str, np.ndarray]:
@@ -129,6 +168,28 @@ class OnnxVla(BundleVla):
 
     def _decode(self, pixels: np.ndarray, prompt: list[int], use_prompt_cache: bool = True
                 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        if self.act is not None and use_prompt_cache:
+            return self._decode_act(pixels, prompt)
+        return self._decode_loop(pixels, prompt, use_prompt_cache)
+
+    def _decode_act(self, pixels: np.ndarray, prompt: list[int]) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """One session call: vision, image prefill and every greedy action step inside the act graph."""
+        past, _ = self.prompt_cache(tuple(prompt))
+        t0 = time.perf_counter()
+        bins, logits = self.act.run(None, {"pixel_values": pixels, **past})  # (1, A) int64, (1, A, 256)
+        elapsed = time.perf_counter() - t0
+        logits = logits[0].astype(np.float32, copy=False)
+        bad = ~np.all(np.isfinite(logits), axis=1)
+        if bad.any():
+            raise NonFiniteLogits(f"non-finite logits at action token {int(np.argmax(bad))}: no action is sent")
+        bins = bins[0]
+        if bins.shape != (self.steps,) or bins.min() < 0 or bins.max() >= len(self.action_ids):
+            raise NonFiniteLogits(f"the act graph returned bins {bins.tolist()}: no action is sent")
+        return self.action_ids[bins], logits, {"act": elapsed}
+
+    def _decode_loop(self, pixels: np.ndarray, prompt: list[int], use_prompt_cache: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """Vision, then one decoder call per action token reusing the KV cache; argmax in numpy."""
         timings = {}
         t0 = time.perf_counter()
         image = self.vision.run(None, {"pixel_values": pixels})[0].astype(np.float32)  # (1, N, hidden)

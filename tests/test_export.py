@@ -184,12 +184,33 @@ def test_runtime_runs_the_bundle_closed_loop_in_the_simulator(bundle, tmp_path):
     proc = run_module("runtime", "run", "--bundle", str(bundle), "--sim", "reach", "--seeds", "1", "--max-steps", "6",
                       "--rate", "50", "--log", str(log))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "reach-v3" in proc.stdout and "p99 ms" in proc.stdout and "decode" in proc.stdout
+    assert "reach-v3" in proc.stdout and "p99 ms" in proc.stdout and "act" in proc.stdout  # the one-call graph
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert 1 <= len(records) <= 6 and all(r["sent_action"] is None or len(r["sent_action"]) == 5 for r in records)
     proc = run_module("runtime", "run", "--bundle", str(bundle), "--camera", "0", "--instruction", "make coffee",
                       "--port", str(tmp_path / "no-such-port"))
     assert proc.returncode == 2 and "unknown instruction" in proc.stderr  # refused before any hardware opens
+
+
+def test_act_graph_decodes_like_the_token_loop_and_fails_safe(bundle):
+    from runtime.bundle import Bundle
+    from runtime.onnx_engine import NonFiniteLogits, OnnxVla
+
+    b = Bundle.load(bundle)
+    act, loop = OnnxVla(b), OnnxVla(b, decode="loop")
+    assert act.decode_mode == "act" and loop.decode_mode == "loop" and act.providers == ["CPUExecutionProvider"]
+    rng = np.random.default_rng(11)
+    for k in range(12):
+        frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        instruction = list(act.prompts)[k % len(act.prompts)]
+        tokens, logits = act.decode_actions(frame, instruction)
+        ref_tokens, ref_logits = loop.decode_actions(frame, instruction)
+        assert np.array_equal(tokens, ref_tokens) and set(tokens.tolist()) <= set(act.action_ids.tolist())
+        np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
+    nan_pixels = np.full((1, 3, 32, 32), np.nan, np.float32)
+    for engine in (act, loop):
+        with pytest.raises(NonFiniteLogits):
+            engine._decode(nan_pixels, engine.prompt_ids("open the drawer"))
 
 
 def test_cached_prompt_kv_gives_the_same_tokens_as_a_full_prefill(bundle):
@@ -202,8 +223,11 @@ def test_cached_prompt_kv_gives_the_same_tokens_as_a_full_prefill(bundle):
         prompt = engine.prompt_ids(instruction)
         for _ in range(3):
             pixels = engine.preprocess(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-            cached, cached_logits, _ = engine._decode(pixels, prompt, use_prompt_cache=True)
-            full, full_logits, _ = engine._decode(pixels, prompt, use_prompt_cache=False)
+            cached, cached_logits, _ = engine._decode(pixels, prompt, use_prompt_cache=True)  # act graph
+            looped, looped_logits, _ = engine._decode_loop(pixels, prompt, use_prompt_cache=True)
+            full, full_logits, _ = engine._decode(pixels, prompt, use_prompt_cache=False)  # recompute all
+            assert np.array_equal(looped, full)
+            np.testing.assert_allclose(looped_logits, full_logits, atol=1e-5)
             assert np.array_equal(cached, full)
             np.testing.assert_allclose(cached_logits, full_logits, atol=1e-5)
     assert len(engine._prompt_kv) == 2  # one cache per instruction
