@@ -130,6 +130,10 @@ def build_manifest(model, text_tok, action_tok, folder: Path, files: dict[str, s
             "image_tokens": (v.image_size // v.patch_size) ** 2,
             "prompts": action_prompts,
             "questions": question_prompts,
+            # plan-then-act (RT-2's chain of thought): the runtime feeds plan_marker_ids after the image, the
+            # model writes its plan, then action_marker_ids, then the action tokens
+            "plan_marker_ids": text_tok.encode("plan:").ids,
+            "action_marker_ids": text_tok.encode(" action:").ids,
         },
         "image": {"height": v.image_size, "width": v.image_size, "channel_order": "RGB", "layout": "NCHW",
                   "dtype": "float32", "scale": 1 / 255, "mean": list(model.config.image_mean),

@@ -15,12 +15,9 @@ import numpy as np
 
 from runtime.action_tokenizer import ActionIdTable, ActionTokenizer
 from runtime.bundle import Bundle, BundleError
+from runtime.decoding import NonFiniteLogits, choose, decode_plan_then_act, decode_text, text_ids
 from runtime.errors import UserError
 from runtime.policy import Action, Observation
-
-
-class NonFiniteLogits(RuntimeError):
-    """The model produced NaN or infinite logits: no action may come from this step."""
 
 
 def session_options(threads: int = 1):
@@ -113,10 +110,12 @@ class OnnxVla(BundleVla):
     """Vision graph + action-mode decoder graph of a bundle, on onnxruntime."""
 
     def __init__(self, bundle: Bundle, threads: int = 1, providers: list[str] | None = None,
-                 decode: str = "auto") -> None:
+                 decode: str = "auto", temperature: float = 0.0, rng: np.random.Generator | None = None) -> None:
         """`providers`: onnxruntime execution providers in order of preference (default: the best this
         onnxruntime build has, see `pick_providers`); `decode`: "act" runs the bundle's one-call action
-        graph, "loop" one decoder call per action token, "auto" the act graph where the bundle has one."""
+        graph, "loop" one decoder call per action token, "auto" the act graph where the bundle has one
+        (and greedy decoding is asked for). `temperature` > 0 samples each token with the explicit
+        generator `rng` (loop mode); 0 is greedy."""
         import onnxruntime as ort
 
         self._read_spec(bundle)
@@ -126,15 +125,22 @@ class OnnxVla(BundleVla):
         if decode == "act" and "act" not in m["graphs"]:
             raise UserError(f"{bundle.root} has no act graph (exported before it existed): re-export it, or use "
                             f"decode='loop'")
+        if temperature > 0 and rng is None:
+            raise ValueError("sampling (temperature > 0) needs an explicit generator: rng=np.random.default_rng(seed)")
+        if temperature > 0 and decode == "act":
+            raise UserError("the act graph decodes greedily: sample with decode='loop'")
+        self.temperature, self.rng = float(temperature), rng
         providers = providers or pick_providers()
         options = session_options(threads)
+        self._options, self._providers = options, providers
 
         def session(graph: str):
             return ort.InferenceSession(str(bundle.path(m["graphs"][graph]["file"])), options, providers=providers)
 
         self.vision = session("vision")
         self.decoder = session("decoder_action")
-        self.act = session("act") if decode != "loop" and "act" in m["graphs"] else None
+        self.act = session("act") if decode != "loop" and temperature <= 0 and "act" in m["graphs"] else None
+        self._text = None  # decoder_text session, opened on the first question or plan
         self.decode_mode = "act" if self.act is not None else "loop"
         self.providers = self.decoder.get_providers()  # what onnxruntime actually chose
         self._prompt_kv: dict[tuple[int, ...], tuple[dict[str, np.ndarray], int]] = {}
@@ -210,7 +216,7 @@ class OnnxVla(BundleVla):
             logits = outputs[0][0, -1].astype(np.float32)  # (256,) action logits
             if not np.all(np.isfinite(logits)):
                 raise NonFiniteLogits(f"non-finite logits at action token {step}: no action is sent")
-            bin_index = int(np.argmax(logits))
+            bin_index = choose(logits, None, self.temperature, self.rng)
             tokens.append(int(self.action_ids[bin_index]))
             all_logits.append(logits)
             if step == 0:
@@ -224,6 +230,74 @@ class OnnxVla(BundleVla):
             feeds.update(dict(zip(self.past_names, outputs[1:])))
         timings["decode"] = time.perf_counter() - t1 - timings["prefill"]
         return np.asarray(tokens, np.int64), np.stack(all_logits), timings
+
+
+class TextMode:
+    """Text-mode decoding over a bundle's full-vocabulary decoder: answers to scene questions and
+    plan-then-act. Needs `graphs.decoder_text` (exported unless --no-text-mode)."""
+
+    def __init__(self, engine: OnnxVla) -> None:
+        import onnxruntime as ort
+
+        from runtime.text_ids import IdDecoder
+
+        m = engine.bundle.manifest
+        if "decoder_text" not in m["graphs"]:
+            raise UserError(f"{engine.bundle.root} has no text-mode decoder (exported with --no-text-mode): "
+                            f"re-export without it to answer questions or plan")
+        self.engine = engine
+        self.session = ort.InferenceSession(str(engine.bundle.path(m["graphs"]["decoder_text"]["file"])),
+                                            engine._options, providers=engine._providers)
+        tok = m["tokenizer"]
+        self.eos_id = tok["eos_id"]
+        self.allowed = text_ids(m["decoder"]["vocab_size"], engine.action_ids, banned=(tok["pad_id"], tok["bos_id"]))
+        self.decoder = IdDecoder.load(engine.bundle.path(m["tokenizer"]["file"]))
+        self.questions: dict[str, list[int]] = m["prompt"].get("questions", {})
+
+    def prefill(self, frame: np.ndarray, prompt: list[int]):
+        """(first logits (vocab,), step) after [prompt | image]; `step(token)` feeds one token."""
+        e = self.engine
+        image = e.vision.run(None, {"pixel_values": e.preprocess(frame)})[0].astype(np.float32)
+        embeds = np.concatenate([e.embed[prompt][None], image], axis=1)  # (1, L, hidden)
+        length = embeds.shape[1]
+        out = self.session.run(None, {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64),
+                                      "position_ids": np.arange(length, dtype=np.int64)[None], **e._empty_past()})
+        state = {"past": dict(zip(e.past_names, out[1:])), "length": length}
+
+        def step(token: int) -> np.ndarray:
+            n = state["length"]
+            out = self.session.run(None, {"inputs_embeds": e.embed[token][None, None],
+                                          "attention_mask": np.ones((1, n + 1), np.int64),
+                                          "position_ids": np.array([[n]], np.int64), **state["past"]})
+            state["past"], state["length"] = dict(zip(e.past_names, out[1:])), n + 1
+            return out[0][0, -1]
+
+        return out[0][0, -1], step
+
+    def answer(self, frame: np.ndarray, question: str, max_tokens: int = 24) -> str:
+        """The model's answer to one of the bundle's scene questions about `frame`."""
+        key = question.strip().lower()
+        if key not in self.questions:
+            known = "; ".join(sorted(self.questions)[:4])
+            raise UserError(f"unknown question '{question}': the model was trained on {len(self.questions)} "
+                            f"questions ({known}; ...), listed in the manifest's prompt.questions")
+        first, step = self.prefill(frame, self.questions[key])
+        ids = decode_text(step, first, self.allowed, self.eos_id, max_tokens, self.engine.temperature,
+                          self.engine.rng)
+        return self.decoder.decode(ids).strip()
+
+    def plan_then_act(self, frame: np.ndarray, instruction: str, max_plan: int = 32) -> tuple[str, np.ndarray]:
+        """(plan text, (A,) action ids): "plan:" is fed after the image, the model writes a plan until
+        " action:" (forced after `max_plan` tokens), then the action tokens are decoded masked."""
+        e, p = self.engine, self.engine.bundle.manifest["prompt"]
+        if "plan_marker_ids" not in p or "action_marker_ids" not in p:
+            raise UserError(f"{e.bundle.root} predates plan-then-act (no plan/action marker ids): re-export it")
+        first, step = self.prefill(frame, e.prompt_ids(instruction))
+        for token in p["plan_marker_ids"]:
+            first = step(token)
+        plan, ids = decode_plan_then_act(step, first, e.steps, e.action_ids, p["action_marker_ids"], self.allowed,
+                                         max_plan, e.temperature, e.rng)
+        return self.decoder.decode(plan).strip(), ids
 
 
 class OnnxPolicy:
