@@ -110,12 +110,14 @@ class OnnxVla(BundleVla):
     """Vision graph + action-mode decoder graph of a bundle, on onnxruntime."""
 
     def __init__(self, bundle: Bundle, threads: int = 1, providers: list[str] | None = None,
-                 decode: str = "auto", temperature: float = 0.0, rng: np.random.Generator | None = None) -> None:
+                 decode: str = "auto", temperature: float = 0.0, rng: np.random.Generator | None = None,
+                 io_binding: bool = False) -> None:
         """`providers`: onnxruntime execution providers in order of preference (default: the best this
         onnxruntime build has, see `pick_providers`); `decode`: "act" runs the bundle's one-call action
         graph, "loop" one decoder call per action token, "auto" the act graph where the bundle has one
         (and greedy decoding is asked for). `temperature` > 0 samples each token with the explicit
-        generator `rng` (loop mode); 0 is greedy."""
+        generator `rng` (loop mode); 0 is greedy. `io_binding` keeps the loop's KV cache in onnxruntime
+        between tokens (measured: no gain at these sizes on the CPU, see the README)."""
         import onnxruntime as ort
 
         self._read_spec(bundle)
@@ -130,6 +132,7 @@ class OnnxVla(BundleVla):
         if temperature > 0 and decode == "act":
             raise UserError("the act graph decodes greedily: sample with decode='loop'")
         self.temperature, self.rng = float(temperature), rng
+        self.io_binding = bool(io_binding)
         providers = providers or pick_providers()
         options = session_options(threads)
         self._options, self._providers = options, providers
@@ -193,6 +196,23 @@ class OnnxVla(BundleVla):
             raise NonFiniteLogits(f"the act graph returned bins {bins.tolist()}: no action is sent")
         return self.action_ids[bins], logits, {"act": elapsed}
 
+    def _run_decoder(self, feeds: dict) -> list:
+        """One decoder call: [logits as numpy, present KV...]. With `io_binding` the KV outputs stay
+        onnxruntime OrtValues and are bound as the next call's inputs without a copy through numpy."""
+        if not self.io_binding:
+            return self.decoder.run(None, feeds)
+        binding = self.decoder.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        for output in self.decoder.get_outputs():
+            binding.bind_output(output.name, "cpu")
+        self.decoder.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        return [outputs[0].numpy(), *outputs[1:]]
+
     def _decode_loop(self, pixels: np.ndarray, prompt: list[int], use_prompt_cache: bool = True
                      ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         """Vision, then one decoder call per action token reusing the KV cache; argmax in numpy."""
@@ -212,7 +232,7 @@ class OnnxVla(BundleVla):
                  "position_ids": np.arange(offset, length, dtype=np.int64)[None], **past}
         tokens, all_logits = [], []
         for step in range(self.steps):
-            outputs = self.decoder.run(None, feeds)
+            outputs = self._run_decoder(feeds)
             logits = outputs[0][0, -1].astype(np.float32)  # (256,) action logits
             if not np.all(np.isfinite(logits)):
                 raise NonFiniteLogits(f"non-finite logits at action token {step}: no action is sent")

@@ -197,7 +197,7 @@ def test_act_graph_decodes_like_the_token_loop_and_fails_safe(bundle):
     from runtime.onnx_engine import NonFiniteLogits, OnnxVla
 
     b = Bundle.load(bundle)
-    act, loop = OnnxVla(b), OnnxVla(b, decode="loop")
+    act, loop, bound = OnnxVla(b), OnnxVla(b, decode="loop"), OnnxVla(b, decode="loop", io_binding=True)
     assert act.decode_mode == "act" and loop.decode_mode == "loop" and act.providers == ["CPUExecutionProvider"]
     rng = np.random.default_rng(11)
     for k in range(12):
@@ -207,6 +207,9 @@ def test_act_graph_decodes_like_the_token_loop_and_fails_safe(bundle):
         ref_tokens, ref_logits = loop.decode_actions(frame, instruction)
         assert np.array_equal(tokens, ref_tokens) and set(tokens.tolist()) <= set(act.action_ids.tolist())
         np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
+        bound_tokens, bound_logits = bound.decode_actions(frame, instruction)
+        assert np.array_equal(bound_tokens, ref_tokens)
+        np.testing.assert_allclose(bound_logits, ref_logits, atol=1e-6)
     nan_pixels = np.full((1, 3, 32, 32), np.nan, np.float32)
     for engine in (act, loop):
         with pytest.raises(NonFiniteLogits):
