@@ -9,15 +9,20 @@ from conftest import REPO
 ROBOT_PACKAGES = ("runtime", "firmware_bridge")
 FORBIDDEN = ("torch", "transformers", "metaworld", "mujoco", "distill", "export")
 
-# Imports every module of the robot side with torch & co. made unimportable, then checks sys.modules.
-PROBE = f"""
-import importlib, importlib.abc, pkgutil, sys
+# Makes torch & co. unimportable in the process that runs it (as on a robot where they are not installed).
+BLOCK = f"""
+import importlib, importlib.abc, sys
 FORBIDDEN = {FORBIDDEN!r}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name.split(".")[0] in FORBIDDEN:
             raise ImportError(f"robot side imported {{name}}")
 sys.meta_path.insert(0, Block())
+"""
+
+# Imports every module of the robot side under BLOCK, then checks sys.modules.
+PROBE = BLOCK + f"""
+import pkgutil
 names = []
 for package in {ROBOT_PACKAGES!r}:
     module = importlib.import_module(package)
@@ -29,6 +34,13 @@ leaked = sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)
 assert not leaked, leaked
 print(" ".join(names))
 """
+
+
+def run_robot_side(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m runtime ARGS` with torch, transformers, Meta-World and the workstation packages
+    unimportable: the command as it runs on a robot that has only `pip install .`."""
+    code = BLOCK + f"import runpy; sys.argv = ['runtime', *{list(args)!r}]; runpy.run_module('runtime', run_name='__main__')"
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def test_robot_side_never_imports_torch():

@@ -102,7 +102,11 @@ def test_runtime_run_through_the_emulator_matches_the_in_process_run(smoke_bundl
 
 
 def test_the_real_robot_branch_drives_the_arm_over_a_pty(smoke_bundle, tmp_path):
+    """Camera (a video file) -> bundle -> safety -> serial link -> controller emulator, run as on a robot:
+    torch, transformers, Meta-World and the workstation packages cannot be imported in that process."""
     import cv2
+
+    from test_packaging import run_robot_side
 
     video = tmp_path / "camera.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
@@ -111,12 +115,12 @@ def test_the_real_robot_branch_drives_the_arm_over_a_pty(smoke_bundle, tmp_path)
     writer.release()
     core = ControllerCore(KinematicArm())
     with Emulator.on_pty(core) as emulator:
-        args = ["runtime", "run", "--bundle", str(smoke_bundle), "--camera", str(video), "--instruction",
+        args = ["run", "--bundle", str(smoke_bundle), "--camera", str(video), "--instruction",
                 "open the drawer", "--port", emulator.host_path, "--rate", "5", "--deadline-ms", "10000",
                 "--ack-timeout-ms", "2000"]
-        proc = run_module(*args, "--max-steps", "4", "--out", str(tmp_path / "out.json"))
+        proc = run_robot_side(*args, "--max-steps", "4", "--out", str(tmp_path / "out.json"))
         core.estop = True  # someone pressed the e-stop: the next run refuses to start
-        refused = run_module(*args, "--max-steps", "1")
+        refused = run_robot_side(*args, "--max-steps", "1")
     assert refused.returncode == 2 and "e-stop latched" in refused.stderr and refused.stderr.count("\n") == 1
     assert proc.returncode == 0, proc.stderr[-2000:]
     episode = json.loads((tmp_path / "out.json").read_text())["episodes"][0]
