@@ -131,6 +131,34 @@ def test_existing_output_and_unknown_architecture_are_refused(bundle, checkpoint
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp*"))
 
 
+def test_bundle_from_a_newer_manifest_version_is_refused(bundle, tmp_path):
+    from runtime.bundle import Bundle, BundleError
+
+    copy = tmp_path / "newer"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["version"] += 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="version"):
+        Bundle.load(copy)
+    proc = run_module("runtime", "run", "--bundle", str(copy), "--sim", "reach", "--seeds", "1")
+    assert proc.returncode == 2 and "version" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_a_frame_of_another_size_is_resized_as_in_training(bundle):
+    import cv2
+
+    from runtime.onnx_engine import OnnxPolicy
+    from runtime.policy import Observation
+
+    policy = OnnxPolicy.load(bundle)
+    big = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)  # not even square
+    small = cv2.resize(big, (32, 32), interpolation=cv2.INTER_AREA)
+    a = policy.act(Observation(image=big, instruction="open the drawer"))
+    b = policy.act(Observation(image=small, instruction="open the drawer"))
+    assert np.array_equal(a.tokens, b.tokens)
+
+
 def test_unknown_instruction_and_bad_frame_are_refused(bundle):
     from runtime.errors import UserError
     from runtime.onnx_engine import OnnxPolicy
