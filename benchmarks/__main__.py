@@ -5,6 +5,11 @@ Examples:
     python -m benchmarks machine
     python -m benchmarks serial_rtt --actions 2000 --bauds 115200,1000000 --out runs/serial_rtt.json
     python -m benchmarks decode-speed --model models/student --bundle bundles/student-fp32 --frames 200
+    python -m benchmarks latency --student models/student --teacher models/teacher --frames 200
+    python -m benchmarks quality --student models/student --teacher models/teacher --dataset data/demos --seeds 20
+    python -m benchmarks scaling --teacher models/teacher
+    python -m benchmarks all --student models/student --teacher models/teacher --dataset data/demos --readme README.md
+    python -m benchmarks report --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -49,8 +54,9 @@ def cmd_serial_rtt(args) -> int:
     return 0
 
 
-cli = CommandLine("python -m benchmarks", "Latency and success benchmarks: decode speed against generate() and "
-                  "onnxruntime-genai, serial round trip, machine description.", __doc__)
+cli = CommandLine("python -m benchmarks", "Latency and success benchmarks: the latency, quality and scaling tables "
+                  "and their report, decode speed against generate() and onnxruntime-genai, serial round trip, "
+                  "machine description.", __doc__)
 cli.command("machine", "describe this machine (CPU, cores, library versions) as JSON", "python -m benchmarks machine",
             cmd_machine, description="Print the machine description every benchmark report starts with.")
 
@@ -80,6 +86,16 @@ def _add_decode_speed() -> None:
 
 
 _add_decode_speed()
+
+
+def _add_suite() -> None:
+    """latency, quality, scaling, all, report (benchmarks/suite.py): the tables users read, report.md."""
+    from benchmarks.suite import register
+
+    register(cli)
+
+
+_add_suite()
 
 if __name__ == "__main__":
     sys.exit(cli.run())

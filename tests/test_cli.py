@@ -11,7 +11,7 @@ COMMANDS = {
     "runtime": ["tokenizer", "run", "serve", "netem-proxy", "cloud-eval"],
     "firmware_bridge": ["ports", "emulate"],
     "export": ["bundle", "verify", "doctor", "trt-check", "tensorrt"],
-    "benchmarks": ["machine", "serial_rtt", "decode-speed"],
+    "benchmarks": ["machine", "serial_rtt", "decode-speed", "latency", "quality", "scaling", "all", "report"],
 }
 
 
