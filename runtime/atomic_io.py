@@ -18,6 +18,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     On an exception the temporary file is removed and any existing `path` is left untouched.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # `--out runs/x.json` on a fresh clone has no runs/ yet
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as handle:

@@ -209,9 +209,11 @@ def test_static_int8_is_calibrated_on_training_frames(checkpoint, tiny_dataset, 
 
 def test_runtime_runs_the_bundle_closed_loop_in_the_simulator(bundle, tmp_path):
     log = tmp_path / "episode.jsonl"
+    out = tmp_path / "not" / "yet" / "there.json"  # as `--out runs/main_job.json` on a fresh clone
     proc = run_module("runtime", "run", "--bundle", str(bundle), "--sim", "reach", "--seeds", "1", "--max-steps", "6",
-                      "--rate", "50", "--log", str(log))
+                      "--rate", "50", "--log", str(log), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(out.read_text())["episodes"][0]["task"] == "reach-v3"
     assert "reach-v3" in proc.stdout and "p99 ms" in proc.stdout and "act" in proc.stdout  # the one-call graph
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert 1 <= len(records) <= 6 and all(r["sent_action"] is None or len(r["sent_action"]) == 5 for r in records)
