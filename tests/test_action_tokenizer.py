@@ -369,8 +369,11 @@ def test_save_is_atomic_when_serialisation_fails(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["action_tokenizer.json"]
     monkeypatch.undo()
     assert ActionTokenizer.load(path) == make_tokenizer()
-    with pytest.raises(TokenizerError, match="cannot write .*folder exists"):
-        make_tokenizer().save(tmp_path / "no-such-folder" / "action_tokenizer.json")
+    make_tokenizer().save(tmp_path / "new-folder" / "action_tokenizer.json")  # atomic writes create the folder
+    assert ActionTokenizer.load(tmp_path / "new-folder" / "action_tokenizer.json") == make_tokenizer()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(TokenizerError, match="cannot write .*writable"):
+        make_tokenizer().save(tmp_path / "a-file" / "action_tokenizer.json")  # its "folder" is a file
 
 
 # ---- mismatch checks -----------------------------------------------------------------------------
