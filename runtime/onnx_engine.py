@@ -162,16 +162,21 @@ class OnnxVla(BundleVla):
         empty = np.zeros((1, self.kv_heads, 0, self.head_size), self.kv_dtype)
         return {name: empty for name in self.past_names}
 
+    def decoder_feeds(self, embeds: np.ndarray, past: dict | None, offset: int) -> dict:
+        """Feeds of a decoder graph: `embeds` (1, S, hidden) at positions offset..offset+S-1 after a
+        cache of `offset` positions (`past`, or an empty cache when None); the mask covers all of them."""
+        length = offset + embeds.shape[1]
+        return {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64),
+                "position_ids": np.arange(offset, length, dtype=np.int64)[None],
+                **(self._empty_past() if past is None else past)}
+
     def prompt_cache(self, prompt: tuple[int, ...]) -> tuple[dict[str, np.ndarray], int]:
         """The prompt's KV cache and length, computed once and reused for every frame (the prompt comes
         before the image, so its keys and values never depend on the frame)."""
         cached = self._prompt_kv.get(prompt)
         if cached is None:
-            length = len(prompt)
-            feeds = {"inputs_embeds": self.embed[list(prompt)][None], "attention_mask": np.ones((1, length), np.int64),
-                     "position_ids": np.arange(length, dtype=np.int64)[None], **self._empty_past()}
-            outputs = self.decoder.run(None, feeds)
-            cached = (dict(zip(self.past_names, outputs[1:])), length)
+            outputs = self.decoder.run(None, self.decoder_feeds(self.embed[list(prompt)][None], None, 0))
+            cached = (dict(zip(self.past_names, outputs[1:])), len(prompt))
             self._prompt_kv[prompt] = cached
         return cached
 
@@ -225,11 +230,10 @@ class OnnxVla(BundleVla):
             past, offset = self.prompt_cache(tuple(prompt))
             embeds = image
         else:  # prefill [prompt | image] from scratch
-            past, offset = self._empty_past(), 0
+            past, offset = None, 0
             embeds = np.concatenate([self.embed[prompt][None], image], axis=1)  # (1, L, hidden)
         length = offset + embeds.shape[1]
-        feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64),
-                 "position_ids": np.arange(offset, length, dtype=np.int64)[None], **past}
+        feeds = self.decoder_feeds(embeds, past, offset)
         tokens, all_logits = [], []
         for step in range(self.steps):
             outputs = self._run_decoder(feeds)
@@ -243,11 +247,9 @@ class OnnxVla(BundleVla):
                 timings["prefill"] = time.perf_counter() - t1
             if step + 1 == self.steps:
                 break
+            feeds = self.decoder_feeds(self.embed[tokens[-1]][None, None],
+                                       dict(zip(self.past_names, outputs[1:])), length)
             length += 1
-            feeds = {"inputs_embeds": self.embed[tokens[-1]][None, None],
-                     "attention_mask": np.ones((1, length), np.int64),
-                     "position_ids": np.array([[length - 1]], np.int64)}
-            feeds.update(dict(zip(self.past_names, outputs[1:])))
         timings["decode"] = time.perf_counter() - t1 - timings["prefill"]
         return np.asarray(tokens, np.int64), np.stack(all_logits), timings
 
@@ -279,16 +281,12 @@ class TextMode:
         e = self.engine
         image = e.vision.run(None, {"pixel_values": e.preprocess(frame)})[0].astype(np.float32)
         embeds = np.concatenate([e.embed[prompt][None], image], axis=1)  # (1, L, hidden)
-        length = embeds.shape[1]
-        out = self.session.run(None, {"inputs_embeds": embeds, "attention_mask": np.ones((1, length), np.int64),
-                                      "position_ids": np.arange(length, dtype=np.int64)[None], **e._empty_past()})
-        state = {"past": dict(zip(e.past_names, out[1:])), "length": length}
+        out = self.session.run(None, e.decoder_feeds(embeds, None, 0))
+        state = {"past": dict(zip(e.past_names, out[1:])), "length": embeds.shape[1]}
 
         def step(token: int) -> np.ndarray:
             n = state["length"]
-            out = self.session.run(None, {"inputs_embeds": e.embed[token][None, None],
-                                          "attention_mask": np.ones((1, n + 1), np.int64),
-                                          "position_ids": np.array([[n]], np.int64), **state["past"]})
+            out = self.session.run(None, e.decoder_feeds(e.embed[token][None, None], state["past"], n))
             state["past"], state["length"] = dict(zip(e.past_names, out[1:])), n + 1
             return out[0][0, -1]
 
