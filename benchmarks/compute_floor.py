@@ -41,7 +41,7 @@ THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_NUM_THRE
 def model_shapes(config, prompt_tokens: int) -> list[tuple[int, int, int]]:
     """(m, k, n) products of one action of a VlaConfig: vision layers, prefill, one decode step."""
     v, t = config.vision_config, config.text_config
-    n_img = (v.image_size // v.patch_size) ** 2
+    n_img = (v.image_size // v.patch_size) ** 2  # one view; a rig's views run as a batch of this shape
     prefill = prompt_tokens + n_img
     shapes = [(n_img, v.hidden_size, v.intermediate_size), (n_img, v.hidden_size, v.hidden_size),
               (prefill, t.hidden_size, t.intermediate_size), (prefill, t.hidden_size, t.hidden_size),

@@ -177,11 +177,10 @@ def action_flops(config, prompt_tokens: int, action_rows_only: bool = True, prom
     (the runtime, genai-rewind, the policy server), the per-frame prefill is the image tokens' queries only:
     n / (P + n) of the [prompt | image] prefill, exactly, since at a fixed number of keys every term of a
     decoder pass is linear in the number of queries."""
-    from distill.flops import flops_per_action
+    from distill.flops import flops_per_action, image_token_count
 
     f = flops_per_action(config, prompt_tokens, head_rows=256 if action_rows_only else None)
-    v = config.vision_config
-    image_tokens = (v.image_size // v.patch_size) ** 2
+    image_tokens = image_token_count(config)
     prefill = f.prefill * image_tokens / (prompt_tokens + image_tokens) if prompt_cached else f.prefill
     return int(round(f.vision + f.projector + prefill + f.decode + f.head))
 

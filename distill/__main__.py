@@ -20,14 +20,16 @@ from runtime.errors import UserError
 
 
 def _add_sim_args(p: argparse.ArgumentParser, defaults_from_dataset: bool = False) -> None:
-    from distill.sim import CAMERAS, DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE
+    from distill.sim import DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE, WRIST_RIG
 
     hint = (" (default: the dataset's, else the policy's, else %(default)s)" if defaults_from_dataset
             else " (default: %(default)s)")
     p.add_argument("--image-size", type=int, default=None if defaults_from_dataset else DEFAULT_IMAGE_SIZE,
-                   help="square camera frame size in pixels" + hint.replace("%(default)s", str(DEFAULT_IMAGE_SIZE)))
-    p.add_argument("--camera", choices=CAMERAS, default=None if defaults_from_dataset else DEFAULT_CAMERA,
-                   help="simulator camera: 'workspace' is framed on the task volume, the others are Meta-World's" + hint.replace("%(default)s", DEFAULT_CAMERA))
+                   help="camera view size in pixels (square; a rig's views sit side by side)" + hint.replace("%(default)s", str(DEFAULT_IMAGE_SIZE)))
+    p.add_argument("--camera", default=None if defaults_from_dataset else DEFAULT_CAMERA,
+                   help="Meta-World camera (corner, corner2, corner3, corner4, topview, behindGripper, gripperPOV), "
+                        f"or a rig of several joined by '+' whose views are tiled left to right, e.g. {WRIST_RIG}"
+                   + hint.replace("%(default)s", DEFAULT_CAMERA))
     p.add_argument("--max-steps", type=int, default=200, help="steps before an episode counts as failed (default: 200)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -120,7 +122,7 @@ def recorded_image_settings(spec: str) -> tuple[int | None, str | None]:
 def cmd_evaluate(args) -> int:
     from distill.dataset import Dataset
     from distill.evaluate import EVAL_SEED_START, EvalConfig, check_unseen, evaluate, format_table, write_report
-    from distill.sim import DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE
+    from distill.sim import DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE, camera_views
 
     dataset = Dataset.open(args.dataset) if args.dataset else None
     trained_size, trained_camera = recorded_image_settings(args.policy)
@@ -133,6 +135,9 @@ def cmd_evaluate(args) -> int:
         image_size=args.image_size or (dataset.image["height"] if dataset else trained_size or DEFAULT_IMAGE_SIZE),
         camera=args.camera or (dataset.image["camera"] if dataset else trained_camera or DEFAULT_CAMERA),
     ).check()
+    if trained_camera and len(camera_views(config.camera)) != len(camera_views(trained_camera)):
+        raise UserError(f"{args.policy} takes frames of camera rig '{trained_camera}'; '{config.camera}' gives "
+                        f"another number of views: pass --camera {trained_camera}")
     if trained_camera and config.camera != trained_camera:
         print(f"warning: {args.policy} was trained on '{trained_camera}' frames; evaluating on '{config.camera}'",
               file=sys.stderr)
@@ -159,7 +164,8 @@ def cmd_train_teacher(args) -> int:
     config = smoke_config(args.dataset, args.out) if args.smoke else TrainConfig(dataset=args.dataset, out=args.out)
     overrides = {"steps": args.steps, "stop_at": args.stop_at, "batch_size": args.batch_size, "lr": args.lr,
                  "robot_ratio": args.robot_ratio, "rounds": args.rounds, "round_steps": args.round_steps,
-                 "round_episodes": args.round_episodes, "round_lr": args.round_lr}
+                 "round_episodes": args.round_episodes, "round_lr": args.round_lr, "init_from": args.init_from,
+                 "warmup_steps": args.warmup_steps}
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
@@ -306,6 +312,10 @@ _tt.add_argument("--rounds", type=int, default=None,
 _tt.add_argument("--round-steps", type=int, default=None, help="training steps per round (default: 3000)")
 _tt.add_argument("--round-episodes", type=int, default=None, help="teacher episodes per task per round (default: 20)")
 _tt.add_argument("--round-lr", type=float, default=None, help="peak learning rate of each round (default: 1e-4)")
+_tt.add_argument("--init-from", default=None,
+                 help="start a new run from this model folder's weights (same sizes; a camera rig adds a view "
+                      "embedding, zero at start)")
+_tt.add_argument("--warmup-steps", type=int, default=None, help="learning-rate warm-up steps (default: 300)")
 _tt.add_argument("--smoke", action="store_true", help="tiny model, 40 steps: a check that training works")
 _tt.add_argument("--no-progress", action="store_true", help="no progress bar")
 

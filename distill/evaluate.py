@@ -21,7 +21,12 @@ from typing import Callable
 import numpy as np
 
 from distill.dataset import ACTION_NAMES, Dataset
-from distill.sim import CAMERAS, DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE, METAWORLD_MAX_PATH_LENGTH
+from distill.sim import (
+    DEFAULT_CAMERA,
+    DEFAULT_IMAGE_SIZE,
+    METAWORLD_MAX_PATH_LENGTH,
+    camera_views,
+)
 from distill.tasks import resolve_tasks
 from runtime.atomic_io import write_json_atomic
 from runtime.errors import UserError
@@ -50,8 +55,10 @@ class EvalConfig:
             raise UserError(f"--terminate-after must be at least 1, got {self.terminate_after}")
         if not 1 <= self.max_steps <= METAWORLD_MAX_PATH_LENGTH:
             raise UserError(f"--max-steps must be 1 to {METAWORLD_MAX_PATH_LENGTH}, got {self.max_steps}")
-        if self.camera not in CAMERAS:
-            raise UserError(f"unknown camera '{self.camera}': choose one of {', '.join(CAMERAS)}")
+        try:
+            camera_views(self.camera)
+        except ValueError as err:
+            raise UserError(str(err)) from None
         if not 16 <= self.image_size <= 512:
             raise UserError(f"--image-size {self.image_size} is out of range: use 16 to 512")
         return self

@@ -29,7 +29,14 @@ class ActionFlops:
         return {**asdict(self), "total": self.total}
 
 
+def image_token_count(config) -> int:
+    """Image tokens of a VlaConfig: each of its `views` square views gives (image_size / patch_size)^2."""
+    v = config.vision_config
+    return getattr(config, "views", 1) * (v.image_size // v.patch_size) ** 2
+
+
 def _vision_flops(v) -> int:
+    """One view through the vision tower."""
     n = (v.image_size // v.patch_size) ** 2
     d, m = v.hidden_size, v.intermediate_size
     patch = 2 * 3 * v.patch_size**2 * d * n
@@ -53,12 +60,12 @@ def flops_per_action(config, prompt_tokens: int, action_tokens: int | None = Non
     """FLOPs for one action of a VlaConfig; `head_rows` = 256 for an action-only output layer."""
     v, t = config.vision_config, config.text_config
     steps = action_tokens or config.action_dim
-    n = (v.image_size // v.patch_size) ** 2
+    n = image_token_count(config)
     prefill_len = prompt_tokens + n
     decode = sum(_decoder_flops(t, 1, prefill_len + k + 1) for k in range(steps - 1))
     rows = head_rows or t.vocab_size
     return ActionFlops(
-        vision=_vision_flops(v),
+        vision=getattr(config, "views", 1) * _vision_flops(v),
         projector=2 * n * v.hidden_size * t.hidden_size,
         prefill=_decoder_flops(t, prefill_len, prefill_len),
         decode=decode,

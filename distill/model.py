@@ -32,9 +32,9 @@ from distill.prompts import BOS, EOS, PAD, PROMPT_LAYOUT
 
 @dataclass(frozen=True)
 class ModelSizes:
-    """The knobs that size a VLA. Image tokens = (image_size / patch_size) ** 2."""
+    """The knobs that size a VLA. Image tokens = views * (image_size / patch_size) ** 2."""
 
-    image_size: int = 96
+    image_size: int = 96  # one view's side; a frame holds `views` square views side by side
     patch_size: int = 16
     vision_width: int = 192
     vision_layers: int = 4
@@ -44,6 +44,7 @@ class ModelSizes:
     text_heads: int = 4
     text_kv_heads: int = 4
     mlp_ratio: int = 4
+    views: int = 1  # cameras tiled left to right in the frame; each runs through the vision tower alone
 
     def check(self) -> "ModelSizes":
         if self.image_size % self.patch_size:
@@ -52,11 +53,13 @@ class ModelSizes:
             raise ValueError("widths must be multiples of their head counts")
         if self.text_heads % self.text_kv_heads:
             raise ValueError("text heads must be a multiple of key/value heads")
+        if not 1 <= self.views <= 4:
+            raise ValueError(f"views must be 1 to 4, got {self.views}")
         return self
 
     @property
     def image_tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
+        return self.views * (self.image_size // self.patch_size) ** 2
 
 
 # The reference teacher (about 6.4M parameters) and a tiny model for smoke tests.
@@ -80,6 +83,7 @@ class VlaConfig(PretrainedConfig):
         prompt_layout: str = PROMPT_LAYOUT,
         sizes: dict | None = None,
         camera: str | None = None,
+        views: int = 1,
         **kwargs,
     ) -> None:
         if isinstance(vision_config, dict):
@@ -95,6 +99,7 @@ class VlaConfig(PretrainedConfig):
         self.prompt_layout = prompt_layout
         self.sizes = dict(sizes or {})
         self.camera = camera  # the simulator camera the training frames came from (None: unknown)
+        self.views = int(views)  # frames are (H, H * views): that many square views side by side
         super().__init__(**kwargs)
 
     @classmethod
@@ -126,7 +131,7 @@ class VlaConfig(PretrainedConfig):
             eos_token_id=eos_id,
         )
         return cls(vision_config=vision, text_config=text, action_ids=list(action_ids), action_dim=action_dim,
-                   sizes=asdict(sizes), camera=camera)
+                   sizes=asdict(sizes), camera=camera, views=sizes.views)
 
 
 class VlaModel(PreTrainedModel):
@@ -141,6 +146,8 @@ class VlaModel(PreTrainedModel):
         super().__init__(config)
         self.vision_tower = SiglipVisionModel(config.vision_config)
         self.projector = nn.Linear(config.vision_config.hidden_size, config.text_config.hidden_size)
+        if config.views > 1:  # which camera an image token came from, added after the projector
+            self.view_embedding = nn.Parameter(torch.zeros(config.views, config.text_config.hidden_size))
         self.language_model = LlamaForCausalLM(config.text_config)
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
@@ -160,7 +167,13 @@ class VlaModel(PreTrainedModel):
     @property
     def image_tokens(self) -> int:
         v = self.config.vision_config
-        return (v.image_size // v.patch_size) ** 2
+        return self.config.views * (v.image_size // v.patch_size) ** 2
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """(H, W) of the frames the model takes: `views` square views side by side."""
+        size = self.config.vision_config.image_size
+        return size, size * self.config.views
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float normalized with the config's mean and std."""
@@ -168,8 +181,16 @@ class VlaModel(PreTrainedModel):
         return (pixels - self.image_mean) / self.image_std
 
     def embed_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalized pixels -> (B, N, D) image embeddings in the decoder's space."""
-        return self.projector(self.vision_tower(pixel_values=pixel_values).last_hidden_state)
+        """(B, 3, H, V * H) normalized pixels -> (B, V * N, D) image embeddings in the decoder's space."""
+        views = self.config.views
+        if views == 1:
+            return self.projector(self.vision_tower(pixel_values=pixel_values).last_hidden_state)
+        batch, channels, height, width = pixel_values.shape
+        tiles = pixel_values.reshape(batch, channels, height, views, width // views)  # (B, 3, H, V, H)
+        tiles = tiles.permute(0, 3, 1, 2, 4).reshape(batch * views, channels, height, width // views)
+        tokens = self.projector(self.vision_tower(pixel_values=tiles).last_hidden_state)  # (B * V, N, D)
+        tokens = tokens.reshape(batch, views, tokens.shape[1], tokens.shape[2]) + self.view_embedding[:, None, :]
+        return tokens.reshape(batch, views * tokens.shape[2], tokens.shape[3])  # (B, V * N, D)
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, L, D)."""

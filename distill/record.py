@@ -32,7 +32,14 @@ from distill.dataset import (
     sha256_file,
     write_episode_chunk,
 )
-from distill.sim import CAMERAS, DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE, METAWORLD_MAX_PATH_LENGTH, SIM_OBS_DIM, STATE_NAMES
+from distill.sim import (
+    DEFAULT_CAMERA,
+    DEFAULT_IMAGE_SIZE,
+    METAWORLD_MAX_PATH_LENGTH,
+    SIM_OBS_DIM,
+    STATE_NAMES,
+    camera_views,
+)
 from distill.tasks import instruction_for, resolve_tasks
 from runtime.atomic_io import write_json_atomic
 from runtime.errors import UserError
@@ -60,8 +67,10 @@ class RecordConfig:
             raise UserError(f"--seed-start must be >= 0, got {self.seed_start}")
         if not 16 <= self.image_size <= 512:
             raise UserError(f"--image-size {self.image_size} is out of range: use 16 to 512 (64-128 is typical)")
-        if self.camera not in CAMERAS:
-            raise UserError(f"unknown camera '{self.camera}': choose one of {', '.join(CAMERAS)}")
+        try:
+            camera_views(self.camera)
+        except ValueError as err:
+            raise UserError(str(err)) from None
         if not 1 <= self.max_steps + self.post_success_steps <= METAWORLD_MAX_PATH_LENGTH:
             raise UserError(
                 f"--max-steps plus --post-success-steps must be 1 to {METAWORLD_MAX_PATH_LENGTH} (Meta-World's limit)"
@@ -142,7 +151,7 @@ def _manifest(config: RecordConfig, episodes: list[EpisodeInfo], actions: list[n
         "recording": {"policy": policy, "layout": config.layout()},
         "image": {
             "height": config.image_size,
-            "width": config.image_size,
+            "width": config.image_size * len(camera_views(config.camera)),
             "channels": 3,
             "channel_order": "RGB",
             "camera": config.camera,

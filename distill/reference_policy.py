@@ -47,6 +47,19 @@ def load_vla_folder(folder: str | Path) -> tuple[VlaModel, object, ActionTokeniz
     return model, text_tok, action_tok
 
 
+def fit_frame(frame: np.ndarray, shape: tuple[int, int], camera: str | None = None) -> np.ndarray:
+    """Resize an (h, w, 3) frame to the model's (H, W); refuse one with another number of square views."""
+    height, width = shape
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB frame, got shape {frame.shape}")
+    if frame.shape[:2] == (height, width):
+        return frame
+    if frame.shape[1] * height != frame.shape[0] * width:
+        raise ValueError(f"frame of shape {frame.shape[:2]} does not hold the {width // height} square view(s) the "
+                         f"model takes ({height}x{width}" + (f", camera {camera})" if camera else ")"))
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+
+
 class TorchVlaPolicy:
     """A VLA in PyTorch, one action per observation (greedy, masked to the action ids)."""
 
@@ -62,7 +75,7 @@ class TorchVlaPolicy:
         vocab = model.config.text_config.vocab_size
         self._mask = allowed_mask(vocab, allowed=model.action_ids).to(self.device)
         self._prompts: dict[str, torch.Tensor] = {}
-        self.image_size = model.config.vision_config.image_size
+        self.frame_shape = model.frame_shape  # (H, W): W holds config.views square views
 
     @classmethod
     def load(cls, folder: str | Path, **kwargs) -> "TorchVlaPolicy":
@@ -81,9 +94,7 @@ class TorchVlaPolicy:
     def act(self, observation: Observation) -> Action:
         timings = {}
         t0 = time.perf_counter()
-        frame = observation.image
-        if frame.shape[0] != self.image_size or frame.shape[1] != self.image_size:
-            frame = cv2.resize(frame, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
+        frame = fit_frame(observation.image, self.frame_shape, getattr(self.model.config, "camera", None))
         pixels = self.model.preprocess(torch.from_numpy(np.ascontiguousarray(frame))[None].to(self.device))
         prompt = self.prompt_ids(observation.instruction)
         t1 = time.perf_counter()

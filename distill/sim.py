@@ -30,11 +30,29 @@ from runtime.policy import Observation
 
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 DEFAULT_CAMERA = "corner4"
+# Two views tiled left to right: the fixed corner camera for the scene, the gripper camera for the last
+# centimetres (reach and pick-place goals float in the air: one fixed camera cannot see their depth).
+WRIST_RIG = "corner4+gripperPOV"
 DEFAULT_IMAGE_SIZE = 96
 # Meta-World's own hard limit on steps per episode (its env raises past it).
 METAWORLD_MAX_PATH_LENGTH = 500
 STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
 SIM_OBS_DIM = 39
+
+def camera_views(spec: str) -> tuple[str, ...]:
+    """The cameras of a rig spec, left to right: 'corner4' -> ('corner4',); 'corner4+gripperPOV' -> both.
+
+    A rig's frame tiles its views side by side: (size, size * views, 3).
+    """
+    views = tuple(str(spec).split("+"))
+    unknown = [v for v in views if v not in CAMERAS]
+    if unknown or not views:
+        raise ValueError(f"unknown camera '{spec}': use one of {', '.join(CAMERAS)}, or several joined by '+' "
+                         f"(for example {WRIST_RIG})")
+    if len(set(views)) != len(views):
+        raise ValueError(f"camera rig '{spec}' names a camera twice")
+    return views
+
 
 _open_sims: "weakref.WeakSet[MetaWorldSim]" = weakref.WeakSet()
 _atexit_registered = False
@@ -82,8 +100,7 @@ class MetaWorldSim:
     ) -> None:
         self.task = resolve_task(task)
         self.instruction = instruction_for(self.task)
-        if camera not in CAMERAS:
-            raise ValueError(f"unknown camera '{camera}': choose one of {', '.join(CAMERAS)}")
+        self.views = camera_views(camera)
         if not 16 <= int(image_size) <= 1024:
             raise ValueError(f"image size {image_size} is out of range: use 16 to 1024 pixels (64-128 is typical)")
         self.image_size = int(image_size)
@@ -148,8 +165,13 @@ class MetaWorldSim:
         return self._last
 
     def render(self) -> np.ndarray:
-        """(H, W, 3) uint8 RGB frame from the configured camera, top row first."""
-        self._renderer.update_scene(self._env.data, camera=self.camera)
+        """(H, H * views, 3) uint8 RGB frame from the configured camera(s), top row first, views side by side."""
+        views = [self._render_view(name) for name in self.views]
+        return views[0] if len(views) == 1 else np.concatenate(views, axis=1)
+
+    def _render_view(self, camera: str) -> np.ndarray:
+        """(H, H, 3) uint8 RGB frame from one camera."""
+        self._renderer.update_scene(self._env.data, camera=camera)
         # Meta-World's cameras are mounted upside down relative to MuJoCo's image convention.
         frame = self._renderer.render()[::-1, ::-1]
         if self.supersample > 1:

@@ -34,6 +34,7 @@ from runtime.action_tokenizer import ActionTokenizer
 from distill.train_teacher import (
     ACTION_TOKENIZER_FILE,
     CHECKPOINT_DIR,
+    dataset_views,
     heldout_metrics,
     make_optimizer,
     mean_action_prompt,
@@ -233,6 +234,7 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
             )
     else:
         torch.manual_seed(config.seed)
+        config.sizes = replace(config.sizes, views=dataset_views(dataset))
         student = VlaModel(student_model_config(teacher.student_template, config.sizes,
                                                     camera=dataset.image["camera"]))
         optimizer = make_optimizer(student, config)

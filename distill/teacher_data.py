@@ -88,8 +88,9 @@ class CoTrainingData:
         for dataset, index in tqdm(todo, desc="loading episodes", unit="ep", disable=not progress):
             ep = dataset.load_episode(index)
             images = ep.frames
-            if images.shape[1] != image_size:
-                images = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA) for f in images])
+            if images.shape[1] != image_size:  # keep the views: (T, h, h * V, 3) -> (T, size, size * V, 3)
+                size = (image_size * (images.shape[2] // images.shape[1]), image_size)
+                images = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in images])
             frames.append(images)
             targets.append(action_tok.encode(ep.actions))
             frame_prompt += [prompt_id(action_prompt(ep.info.instruction))] * len(ep)

@@ -63,6 +63,7 @@ class TrainConfig:
     round_steps: int = 3000  # training steps after each round's episodes join the data
     round_episodes: int = 20  # teacher episodes per task per round
     round_lr: float = 1e-4  # peak learning rate of each round (own warm-up and cosine decay)
+    init_from: str | None = None  # start from this model folder's weights (a new run only)
 
     @property
     def total_steps(self) -> int:
@@ -104,6 +105,41 @@ def split_episodes(dataset: Dataset, fraction: float) -> tuple[list[int], list[i
 def mean_action_prompt(data: CoTrainingData) -> int:
     """Mean length of the action prompts, in tokens (<bos> included), rounded."""
     return round(float(np.mean([len(data.prompts[i]) for i in data.frame_prompt.unique().tolist()])))
+
+
+def dataset_views(dataset: Dataset) -> int:
+    """How many square camera views sit side by side in the dataset's frames."""
+    height, width = int(dataset.image["height"]), int(dataset.image["width"])
+    if width % height:
+        raise UserError(f"{dataset.root} holds {height}x{width} frames: a frame must be whole square views side by "
+                        "side (record with --camera CAM or CAM1+CAM2)")
+    return width // height
+
+
+def warm_start(model: VlaModel, source: Path) -> None:
+    """Start from the weights of another model folder (or checkpoint) of the same sizes.
+
+    Only parameters the source cannot have are left as initialised: the per-camera view embedding when the
+    source saw one view. Any other difference (widths, layers, vocabulary) is refused.
+    """
+    from safetensors.torch import load_file
+
+    weights_file = source / "model.safetensors"
+    if not weights_file.is_file():
+        raise UserError(f"--init-from {source}: no model.safetensors there (pass a teacher folder or its checkpoint)")
+    try:
+        weights = load_file(str(weights_file))
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise UserError(f"--init-from {weights_file} cannot be read ({err}): the file is corrupt") from None
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
+             if k in own and own[k].shape != v.shape]
+    unknown = sorted(set(weights) - set(own))
+    missing = sorted(k for k in set(own) - set(weights) if k != "view_embedding")
+    if wrong or unknown or missing:
+        raise UserError(f"--init-from {source} is a model of other sizes: " + "; ".join(
+            (wrong + [f"unexpected {k}" for k in unknown] + [f"missing {k}" for k in missing])[:4]))
+    model.load_state_dict(weights, strict=False)
 
 
 def pick_device(name: str) -> torch.device:
@@ -195,6 +231,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
     action_tok = ActionTokenizer.from_statistics(stats.names, low=stats.p01, high=stats.p99, table=table,
                                                  units=dataset.manifest["action"].get("units"))
     train_eps, held_eps = split_episodes(dataset, config.heldout_fraction)
+    config.sizes = replace(config.sizes, views=dataset_views(dataset))
     image_size = config.sizes.image_size
     train_data = CoTrainingData.build(dataset, text_tok, action_tok, train_eps, image_size, progress)
     held_data = CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], image_size, False)
@@ -220,6 +257,8 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
         torch.manual_seed(config.seed)
         model = VlaModel(config_for_tokenizer(config.sizes, text_tok, table.ids, len(stats.names),
                                               camera=dataset.image["camera"]))
+        if config.init_from:
+            warm_start(model, Path(config.init_from))
         optimizer = make_optimizer(model, config)
         state = {"step": 0, "seed": config.seed, "train_seconds": 0.0, "log": []}
     model.to(device).train()

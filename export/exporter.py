@@ -87,7 +87,7 @@ def _io_spec(path: Path) -> dict:
 
 def build_manifest(model, text_tok, action_tok, folder: Path, files: dict[str, str], config: ExportConfig,
                    source: Path) -> dict:
-    v, t = model.config.vision_config, model.config.text_config
+    t = model.config.text_config
     head_size = t.hidden_size // t.num_attention_heads
     past, present = kv_names(t.num_hidden_layers)
     graphs = {"vision": {"file": "vision", **_io_spec(folder / files["vision"])},
@@ -127,7 +127,7 @@ def build_manifest(model, text_tok, action_tok, folder: Path, files: dict[str, s
             "question_template": QUESTION_PREFIX + "{question}",
             "prepend_bos": True,
             "lowercase": True,
-            "image_tokens": (v.image_size // v.patch_size) ** 2,
+            "image_tokens": model.image_tokens,
             "prompts": action_prompts,
             "questions": question_prompts,
             # plan-then-act (RT-2's chain of thought): the runtime feeds plan_marker_ids after the image, the
@@ -135,7 +135,8 @@ def build_manifest(model, text_tok, action_tok, folder: Path, files: dict[str, s
             "plan_marker_ids": text_tok.encode("plan:").ids,
             "action_marker_ids": text_tok.encode(" action:").ids,
         },
-        "image": {"height": v.image_size, "width": v.image_size, "channel_order": "RGB", "layout": "NCHW",
+        "image": {"height": model.frame_shape[0], "width": model.frame_shape[1], "views": model.config.views,
+                  "channel_order": "RGB", "layout": "NCHW",
                   "dtype": "float32", "scale": 1 / 255, "mean": list(model.config.image_mean),
                   "std": list(model.config.image_std), "resize": "cv2.INTER_AREA",
                   "camera": getattr(model.config, "camera", None),
@@ -159,7 +160,7 @@ def calibration_frames(config: ExportConfig, model, count: int) -> tuple[np.ndar
 
     from distill.dataset import Dataset
 
-    size = model.config.vision_config.image_size
+    height, width = model.frame_shape
     ds = Dataset.open(config.dataset)
     by_task: dict[str, list] = {}
     for info in sorted(ds.episodes, key=lambda e: e.seed):
@@ -170,14 +171,14 @@ def calibration_frames(config: ExportConfig, model, count: int) -> tuple[np.ndar
             if k < len(infos) and len(frames) < count:
                 ep = ds.load_episode(infos[k].index)
                 for t in range(0, len(ep), 5)[: max(1, count // (2 * len(by_task)))]:
-                    frames.append(cv2.resize(ep.frames[t], (size, size), interpolation=cv2.INTER_AREA))
+                    frames.append(cv2.resize(ep.frames[t], (width, height), interpolation=cv2.INTER_AREA))
                     instructions.append(infos[k].instruction)
     return np.stack(frames[:count]), instructions[:count]
 
 
 def parity_frames(config: ExportConfig, model, count: int) -> tuple[np.ndarray, list[str]]:
     """(count, H, W, 3) uint8 frames and instructions: held-out dataset frames, else seeded noise."""
-    size = model.config.vision_config.image_size
+    height, width = model.frame_shape
     rng = np.random.default_rng(0)
     if config.dataset:
         from distill.dataset import Dataset
@@ -189,13 +190,13 @@ def parity_frames(config: ExportConfig, model, count: int) -> tuple[np.ndarray, 
         for info in reversed(ds.episodes):  # the highest seeds: held out from training
             ep = ds.load_episode(info.index)
             for t in range(0, len(ep), 3):
-                frames.append(cv2.resize(ep.frames[t], (size, size), interpolation=cv2.INTER_AREA))
+                frames.append(cv2.resize(ep.frames[t], (width, height), interpolation=cv2.INTER_AREA))
                 instructions.append(info.instruction)
             if len(frames) >= count:
                 break
         return np.stack(frames[:count]), instructions[:count]
     instructions = list(INSTRUCTIONS.values())
-    return rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8), [instructions[i % 8] for i in range(count)]
+    return rng.integers(0, 256, (count, height, width, 3), dtype=np.uint8), [instructions[i % 8] for i in range(count)]
 
 
 @torch.no_grad()

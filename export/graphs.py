@@ -112,8 +112,7 @@ def _quiet_export(*args, **kwargs):
 
 
 def export_vision(model, path: Path) -> None:
-    v = model.config.vision_config
-    dummy = torch.randn(2, 3, v.image_size, v.image_size)
+    dummy = torch.randn(2, 3, *model.frame_shape)  # (B, 3, H, views * H)
     batch = torch.export.Dim("batch", min=1, max=64)
     _quiet_export(VisionGraph(model).eval(), (dummy,), str(path), input_names=["pixel_values"],
                   output_names=["image_embeds"], dynamic_shapes=({0: batch},))
@@ -141,11 +140,11 @@ def export_decoder(model, path: Path, action_ids: list[int] | None = None) -> No
 
 def export_act(model, path: Path, action_dim: int) -> None:
     """The one-call action graph (see the module docstring); batch 1, dynamic prompt length."""
-    t, v = model.config.text_config, model.config.vision_config
+    t = model.config.text_config
     head_dim = t.hidden_size // t.num_attention_heads
     graph = ActGraph(model, action_dim).eval()
     past_names, _ = kv_names(graph.step.layers)
-    pixels = torch.randn(1, 3, v.image_size, v.image_size)
+    pixels = torch.randn(1, 3, *model.frame_shape)
     past = [torch.randn(1, t.num_key_value_heads, 5, head_dim) for _ in past_names]
     prompt = torch.export.Dim("prompt", min=1, max=t.max_position_embeddings // 2)
     dynamic = (None, tuple({2: prompt} for _ in past))

@@ -1,0 +1,115 @@
+"""Camera rigs: several simulator cameras tiled side by side into one frame, and a VLA that runs each view
+through its vision tower alone (a fixed scene camera plus a gripper camera)."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import needs_sim, run_module
+from distill.sim import WRIST_RIG, camera_views
+
+
+def test_rig_specs_parse_and_bad_ones_say_how_to_fix_them():
+    assert camera_views("corner4") == ("corner4",)
+    assert camera_views(WRIST_RIG) == ("corner4", "gripperPOV")
+    for bad in ("ceiling", "corner4+", "corner4+ceiling", ""):
+        with pytest.raises(ValueError, match="unknown camera .* joined by '\\+'"):
+            camera_views(bad)
+    with pytest.raises(ValueError, match="twice"):
+        camera_views("corner4+corner4")
+
+
+@needs_sim
+def test_rig_frame_tiles_each_camera_left_to_right():
+    from distill.sim import MetaWorldSim
+
+    frames = {}
+    for camera in ("corner4", "gripperPOV", WRIST_RIG):
+        with MetaWorldSim("reach", image_size=32, camera=camera) as sim:
+            sim.reset(7)
+            sim.step(np.array([0.5, 0.0, 0.0, 0.0]))
+            frames[camera] = sim.render()
+    rig = frames[WRIST_RIG]
+    assert rig.shape == (32, 64, 3)
+    np.testing.assert_array_equal(rig[:, :32], frames["corner4"])
+    np.testing.assert_array_equal(rig[:, 32:], frames["gripperPOV"])
+    assert np.abs(frames["corner4"].astype(int) - frames["gripperPOV"].astype(int)).mean() > 5  # two real views
+
+
+def _tiny_config(views: int):
+    from distill.model import SMOKE_SIZES, VlaConfig
+
+    sizes = SMOKE_SIZES.__class__(**{**SMOKE_SIZES.__dict__, "views": views})
+    return VlaConfig.from_sizes(sizes, vocab_size=300, action_ids=list(range(40, 296)), pad_id=0, bos_id=1, eos_id=2)
+
+
+def test_each_view_runs_through_the_vision_tower_alone():
+    torch = pytest.importorskip("torch")
+    from distill.model import VlaModel
+
+    torch.manual_seed(0)
+    model = VlaModel(_tiny_config(views=2)).eval()
+    with torch.no_grad():
+        model.view_embedding.normal_()
+        pixels = torch.randn(3, 3, 32, 64)  # (B, 3, H, 2H): two views side by side
+        tokens = model.embed_image(pixels)  # (B, 2N, D)
+        n = model.image_tokens // 2
+        assert tokens.shape == (3, 2 * n, model.config.text_config.hidden_size)
+        for view in range(2):
+            alone = model.projector(model.vision_tower(pixel_values=pixels[..., view * 32:(view + 1) * 32])
+                                    .last_hidden_state) + model.view_embedding[view]
+            torch.testing.assert_close(tokens[:, view * n:(view + 1) * n], alone)
+    with pytest.raises(ValueError, match="views must be 1 to 4"):
+        _tiny_config(views=5)
+
+
+def test_fit_frame_resizes_but_never_invents_a_view():
+    from distill.reference_policy import fit_frame
+
+    frame = np.zeros((64, 128, 3), np.uint8)
+    assert fit_frame(frame, (32, 64)).shape == (32, 64, 3)
+    with pytest.raises(ValueError, match="does not hold the 2 square view.*camera corner4\\+gripperPOV"):
+        fit_frame(np.zeros((32, 32, 3), np.uint8), (32, 64), WRIST_RIG)
+    with pytest.raises(ValueError, match="RGB frame"):
+        fit_frame(np.zeros((32, 64), np.uint8), (32, 64))
+
+
+@needs_sim
+def test_warm_start_copies_a_one_view_model_into_a_rig_model(trained_smoke_model, tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from distill.model import VlaModel
+    from distill.train_teacher import warm_start
+    from runtime.errors import UserError
+
+    source = load_file(str(trained_smoke_model / "model.safetensors"))
+    config = VlaModel.config_class.from_pretrained(trained_smoke_model)
+    config.views = 2
+    model = VlaModel(config)
+    warm_start(model, trained_smoke_model)
+    state = model.state_dict()
+    for name, value in source.items():
+        torch.testing.assert_close(state[name], value)
+    assert torch.count_nonzero(state["view_embedding"]) == 0  # the one-view model's tokens, unchanged at first
+
+    # A rig model answers evaluate with a clear error when the camera gives another number of views.
+    folder = tmp_path / "rig"
+    shutil.copytree(trained_smoke_model, folder, ignore=shutil.ignore_patterns("checkpoint"))
+    model.config.camera = WRIST_RIG
+    model.save_pretrained(folder)
+    proc = run_module("distill", "evaluate", "--policy", str(folder), "--tasks", "reach", "--seeds", "1",
+                      "--camera", "corner4", "--out", str(tmp_path / "eval.json"), "--no-progress")
+    assert proc.returncode == 2 and f"pass --camera {WRIST_RIG}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "eval.json").exists()
+
+    wider = VlaModel.config_class.from_pretrained(trained_smoke_model)
+    wider.text_config.hidden_size *= 2
+    with pytest.raises(UserError, match="model of other sizes"):
+        warm_start(VlaModel(wider), trained_smoke_model)
+    with pytest.raises(UserError, match="no model.safetensors"):
+        warm_start(model, tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(UserError, match="corrupt"):
+        warm_start(model, tmp_path)
