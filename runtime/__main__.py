@@ -87,12 +87,13 @@ def run_on_robot(args, bundle, policy, safety, config) -> int:
     from contextlib import closing
 
     from firmware_bridge.link import LinkError
-    from runtime.camera import open_camera
+    from runtime.camera import open_rig
     from runtime.control_loop import ControlLoop, format_stage_table
     from runtime.serial_robot import open_link
 
     policy.engine.prompt_ids(args.instruction)  # refuse an unknown instruction before the camera opens
-    camera = open_camera(args.camera)
+    image = bundle.manifest["image"]
+    camera = open_rig(args.camera, image.get("views", 1), image["height"], image.get("camera"))
     try:
         with closing(open_link(args.port, args.baud, _mm_per_unit(safety), args.ack_timeout_ms)) as arm:
             arm.hold()  # the first ACK says where the hand is: the safety envelope's workspace check needs it
@@ -199,7 +200,9 @@ _run = cli.command("run", "run a bundle in the control loop: on the simulator (-
                                "--bench); with --camera and --instruction the arm is on --port.")
 _run.add_argument("--bundle", required=True, help="bundle folder written by `python -m export`")
 _run.add_argument("--sim", help="simulated tasks, comma-separated, or 'default' (needs the train extra)")
-_run.add_argument("--camera", help="camera: device index, video file or GStreamer pipeline")
+_run.add_argument("--camera", action="append",
+                  help="camera: device index, video file or GStreamer pipeline; repeat it once per view for a "
+                       "bundle whose frames tile several cameras (manifest image.views), in that order")
 _run.add_argument("--instruction", help="what to do, e.g. 'open the drawer' (one the model was trained on)")
 _run.add_argument("--seeds", type=int, default=5, help="simulated episodes per task (default: %(default)s)")
 _run.add_argument("--seed-start", type=int, default=100_000, help="first simulator seed (default: %(default)s)")

@@ -7,6 +7,8 @@ the runtime's preprocessing (runtime/onnx_engine.py) then resizes them exactly a
     camera = open_camera("nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720 ! "
                          "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! appsink")
     frame = camera.read()                         # (H, W, 3) uint8 RGB
+    rig = open_rig(["0", "2"], view_size=96)      # a bundle with image.views = 2: scene camera, wrist camera
+    frame = rig.read()                            # (96, 192, 3): the views side by side, in that order
 """
 
 from __future__ import annotations
@@ -94,6 +96,42 @@ class SimCamera:
         """The simulator owns its renderer."""
 
 
+class TiledCamera:
+    """Several cameras read in turn, each view resized to a square, tiled left to right (a camera rig)."""
+
+    def __init__(self, cameras: list, view_size: int) -> None:
+        self.cameras = list(cameras)
+        self.view_size = int(view_size)
+
+    def read(self) -> np.ndarray:
+        size = (self.view_size, self.view_size)
+        views = [cv2.resize(camera.read(), size, interpolation=cv2.INTER_AREA) for camera in self.cameras]
+        return np.concatenate(views, axis=1)  # (S, S * views, 3)
+
+    def close(self) -> None:
+        for camera in self.cameras:
+            camera.close()
+
+
 def open_camera(source: str, width: int | None = None, height: int | None = None) -> OpenCVCamera:
     """A camera from a command-line string: '0', 'video.mp4', or a GStreamer pipeline."""
     return OpenCVCamera(str(source), width, height)
+
+
+def open_rig(sources: list[str], views: int = 1, view_size: int = 96, rig: str | None = None):
+    """The camera(s) a bundle needs: one source per view of its image, in the manifest's order."""
+    if len(sources) != views:
+        named = f" ({rig})" if rig else ""
+        raise CameraError(f"this bundle takes {views} camera view(s){named} and {len(sources)} --camera were given: "
+                          f"pass --camera once per view, in that order")
+    if views == 1:
+        return open_camera(sources[0])
+    opened: list[OpenCVCamera] = []
+    try:
+        for source in sources:
+            opened.append(open_camera(source))
+    except CameraError:
+        for camera in opened:
+            camera.close()
+        raise
+    return TiledCamera(opened, view_size)

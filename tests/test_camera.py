@@ -4,21 +4,39 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.camera import CameraError, open_camera, to_rgb
+from runtime.camera import CameraError, open_camera, open_rig, to_rgb
+
+
+def write_video(path, channel: int):
+    """A 5-frame 64x48 MJPG video of one pure colour: BGR channel `channel` at 255."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    assert writer.isOpened()
+    colour_bgr = np.zeros((48, 64, 3), np.uint8)
+    colour_bgr[:, :, channel] = 255
+    for _ in range(5):
+        writer.write(colour_bgr)
+    writer.release()
+    return path
 
 
 @pytest.fixture()
 def video(tmp_path):
     """A 5-frame MJPG video whose frames are pure red (as written in OpenCV's BGR order)."""
-    path = tmp_path / "red.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    assert writer.isOpened()
-    red_bgr = np.zeros((48, 64, 3), np.uint8)
-    red_bgr[:, :, 2] = 255
-    for _ in range(5):
-        writer.write(red_bgr)
-    writer.release()
-    return path
+    return write_video(tmp_path / "red.avi", channel=2)
+
+
+def test_a_rig_tiles_one_square_view_per_camera_in_order(video, tmp_path):
+    blue = write_video(tmp_path / "blue.avi", channel=0)
+    rig = open_rig([str(video), str(blue)], views=2, view_size=32)
+    frame = rig.read()
+    assert frame.shape == (32, 64, 3)
+    assert frame[:, :32, 0].mean() > 200 and frame[:, :32, 2].mean() < 50  # scene camera: red, on the left
+    assert frame[:, 32:, 2].mean() > 200 and frame[:, 32:, 0].mean() < 50  # second camera: blue, on the right
+    rig.close()
+    with pytest.raises(CameraError, match="takes 2 camera view.*corner4\\+gripperPOV.*1 --camera"):
+        open_rig([str(video)], views=2, view_size=32, rig="corner4+gripperPOV")
+    with pytest.raises(CameraError, match="neither a device index"):
+        open_rig([str(video), str(tmp_path / "missing.mp4")], views=2)
 
 
 def test_video_file_frames_come_out_rgb(video):
