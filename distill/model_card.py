@@ -37,6 +37,7 @@ def write_card(folder: str | Path, eval_report: str | Path | None = None) -> Pat
     held = training["heldout"]
     sizes = training["config"]["sizes"]
     flops = training.get("flops_per_action", {}).get("total")
+    camera = _read_json(folder / "config.json", "model config").get("camera") if (folder / "config.json").is_file() else None
     lines = [
         f"# {folder.name}",
         "",
@@ -50,14 +51,19 @@ def write_card(folder: str | Path, eval_report: str | Path | None = None) -> Pat
         " ".join(training["command"]),
         "```",
         "",
+        *([f"- warm-started from `{training['config']['init_from']}` (the weights that folder held when this run started)"]
+          if training["config"].get("init_from") else []),
         f"- seed {training['seed']}, {training['steps']} steps of batch {training['config']['batch_size']} "
         f"({training['samples_seen']} samples), {training['train_seconds'] / 3600:.2f} h on {training['device']} "
         f"with {training['threads']} thread(s), {training['samples_per_second']} samples/s",
         f"- data: {training['dataset']['frames']} frames in {training['dataset']['episodes']} episodes "
         f"({training['dataset']['train_episodes']} for training, {training['dataset']['heldout_episodes']} held out); "
         f"robot share of each batch {training['config']['robot_ratio']}",
-        f"- size: {training['parameters'] / 1e6:.2f}M parameters; {sizes['image_size']}x{sizes['image_size']} images, "
-        f"{training['image_tokens']} image tokens; vision {sizes['vision_width']} wide x {sizes['vision_layers']} layers; "
+        f"- size: {training['parameters'] / 1e6:.2f}M parameters; "
+        + (f"{sizes.get('views', 1)} views of {sizes['image_size']}x{sizes['image_size']} side by side "
+           f"({camera or 'camera rig'}), " if sizes.get("views", 1) > 1
+           else f"{sizes['image_size']}x{sizes['image_size']} images, ")
+        + f"{training['image_tokens']} image tokens; vision {sizes['vision_width']} wide x {sizes['vision_layers']} layers; "
         f"decoder {sizes['text_width']} wide x {sizes['text_layers']} layers"
         + (f"; {flops / 1e6:.0f} MFLOPs per action" if flops else ""),
         "",
