@@ -22,7 +22,7 @@ from runtime.errors import UserError
 def _add_sim_args(p: argparse.ArgumentParser, defaults_from_dataset: bool = False) -> None:
     from distill.sim import DEFAULT_CAMERA, DEFAULT_IMAGE_SIZE, WRIST_RIG
 
-    hint = (" (default: the dataset's, else the policy's, else %(default)s)" if defaults_from_dataset
+    hint = (" (default: the policy's, else the dataset's, else %(default)s)" if defaults_from_dataset
             else " (default: %(default)s)")
     p.add_argument("--image-size", type=int, default=None if defaults_from_dataset else DEFAULT_IMAGE_SIZE,
                    help="camera view size in pixels (square; a rig's views sit side by side)" + hint.replace("%(default)s", str(DEFAULT_IMAGE_SIZE)))
@@ -132,8 +132,8 @@ def cmd_evaluate(args) -> int:
         seed_start=EVAL_SEED_START if args.seed_start is None else args.seed_start,
         max_steps=args.max_steps,
         terminate_after=args.terminate_after,
-        image_size=args.image_size or (dataset.image["height"] if dataset else trained_size or DEFAULT_IMAGE_SIZE),
-        camera=args.camera or (dataset.image["camera"] if dataset else trained_camera or DEFAULT_CAMERA),
+        image_size=args.image_size or trained_size or (dataset.image["height"] if dataset else DEFAULT_IMAGE_SIZE),
+        camera=args.camera or trained_camera or (dataset.image["camera"] if dataset else DEFAULT_CAMERA),
     ).check()
     if trained_camera and len(camera_views(config.camera)) != len(camera_views(trained_camera)):
         raise UserError(f"{args.policy} takes frames of camera rig '{trained_camera}'; '{config.camera}' gives "
