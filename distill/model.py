@@ -27,6 +27,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from distill.flops import image_token_count
 from distill.prompts import BOS, EOS, PAD, PROMPT_LAYOUT
 
 
@@ -166,8 +167,7 @@ class VlaModel(PreTrainedModel):
     # -- pieces --------------------------------------------------------------------------------
     @property
     def image_tokens(self) -> int:
-        v = self.config.vision_config
-        return self.config.views * (v.image_size // v.patch_size) ** 2
+        return image_token_count(self.config)
 
     @property
     def frame_shape(self) -> tuple[int, int]:

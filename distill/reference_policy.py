@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -26,6 +25,7 @@ from distill.teacher_data import encode_prompt
 from distill.text_tokenizer import load_text_tokenizer
 from distill.train_teacher import ACTION_TOKENIZER_FILE
 from runtime.action_tokenizer import ActionTokenizer
+from runtime.camera import fit_frame
 from runtime.errors import UserError
 from runtime.policy import Action, Observation
 
@@ -47,19 +47,6 @@ def load_vla_folder(folder: str | Path) -> tuple[VlaModel, object, ActionTokeniz
     return model, text_tok, action_tok
 
 
-def fit_frame(frame: np.ndarray, shape: tuple[int, int], camera: str | None = None) -> np.ndarray:
-    """Resize an (h, w, 3) frame to the model's (H, W); refuse one with another number of square views."""
-    height, width = shape
-    if frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB frame, got shape {frame.shape}")
-    if frame.shape[:2] == (height, width):
-        return frame
-    if frame.shape[1] * height != frame.shape[0] * width:
-        raise ValueError(f"frame of shape {frame.shape[:2]} does not hold the {width // height} square view(s) the "
-                         f"model takes ({height}x{width}" + (f", camera {camera})" if camera else ")"))
-    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
-
-
 class TorchVlaPolicy:
     """A VLA in PyTorch, one action per observation (greedy, masked to the action ids)."""
 
@@ -76,6 +63,7 @@ class TorchVlaPolicy:
         self._mask = allowed_mask(vocab, allowed=model.action_ids).to(self.device)
         self._prompts: dict[str, torch.Tensor] = {}
         self.frame_shape = model.frame_shape  # (H, W): W holds config.views square views
+        self.views, self.camera = model.config.views, getattr(model.config, "camera", None)
 
     @classmethod
     def load(cls, folder: str | Path, **kwargs) -> "TorchVlaPolicy":
@@ -94,7 +82,7 @@ class TorchVlaPolicy:
     def act(self, observation: Observation) -> Action:
         timings = {}
         t0 = time.perf_counter()
-        frame = fit_frame(observation.image, self.frame_shape, getattr(self.model.config, "camera", None))
+        frame = fit_frame(observation.image, *self.frame_shape, self.views, self.camera)
         pixels = self.model.preprocess(torch.from_numpy(np.ascontiguousarray(frame))[None].to(self.device))
         prompt = self.prompt_ids(observation.instruction)
         t1 = time.perf_counter()

@@ -49,6 +49,26 @@ def to_rgb(frame: np.ndarray, source: str) -> np.ndarray:
     raise CameraError(f"camera {source} gives frames of shape {frame.shape}; expected (H, W, 3) colour")
 
 
+class FrameShapeError(UserError, ValueError):
+    """A frame that the model cannot take: not (H, W, 3) uint8 RGB, or another number of tiled views."""
+
+
+def fit_frame(frame: np.ndarray, height: int, width: int, views: int = 1, camera: str | None = None) -> np.ndarray:
+    """An (h, w, 3) uint8 RGB frame resized to the model's (height, width).
+
+    A one-view model takes any camera's frame (resized, as in training). A rig's frame must hold exactly
+    `views` square views side by side: resizing anything else would smear one camera across two views.
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise FrameShapeError(f"camera frame must be an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
+    if frame.shape[:2] == (height, width):
+        return frame
+    if views > 1 and frame.shape[1] * height != frame.shape[0] * width:
+        raise FrameShapeError(f"frame of shape {frame.shape[:2]} does not hold the {views} square view(s) the model "
+                              f"takes ({height}x{width}" + (f", camera {camera})" if camera else ")"))
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+
+
 class OpenCVCamera:
     """cv2.VideoCapture over a device index, a file or a GStreamer pipeline."""
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 
 from runtime.action_tokenizer import ActionIdTable, ActionTokenizer
 from runtime.bundle import Bundle, BundleError
+from runtime.camera import fit_frame
 from runtime.decoding import NonFiniteLogits, choose, decode_plan_then_act, decode_text, text_ids
 from runtime.errors import UserError
 from runtime.policy import Action, Observation
@@ -68,6 +68,7 @@ class BundleVla:
         self.steps = len(m["action"]["names"])
         image = m["image"]
         self.size = (image["width"], image["height"])
+        self.views, self.camera = image.get("views", 1), image.get("camera")
         self.bgr = image["channel_order"] == "BGR"
         self.scale = np.float32(image["scale"])
         self.mean = np.asarray(image["mean"], np.float32).reshape(1, 3, 1, 1)
@@ -78,10 +79,7 @@ class BundleVla:
     # -- inputs ----------------------------------------------------------------------------------
     def preprocess(self, frame: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32 as the manifest's image spec says."""
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise UserError(f"camera frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
-        if (frame.shape[1], frame.shape[0]) != self.size:
-            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        frame = fit_frame(frame, self.size[1], self.size[0], self.views, self.camera)
         if self.bgr:
             frame = frame[:, :, ::-1]
         pixels = frame.transpose(2, 0, 1)[None].astype(np.float32) * self.scale

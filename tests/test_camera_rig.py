@@ -38,9 +38,11 @@ def test_rig_frame_tiles_each_camera_left_to_right():
 
 
 def _tiny_config(views: int):
+    from dataclasses import replace
+
     from distill.model import SMOKE_SIZES, VlaConfig
 
-    sizes = SMOKE_SIZES.__class__(**{**SMOKE_SIZES.__dict__, "views": views})
+    sizes = replace(SMOKE_SIZES, views=views)
     return VlaConfig.from_sizes(sizes, vocab_size=300, action_ids=list(range(40, 296)), pad_id=0, bos_id=1, eos_id=2)
 
 
@@ -65,14 +67,14 @@ def test_each_view_runs_through_the_vision_tower_alone():
 
 
 def test_fit_frame_resizes_but_never_invents_a_view():
-    from distill.reference_policy import fit_frame
+    from runtime.camera import fit_frame
 
     frame = np.zeros((64, 128, 3), np.uint8)
-    assert fit_frame(frame, (32, 64)).shape == (32, 64, 3)
+    assert fit_frame(frame, 32, 64, views=2).shape == (32, 64, 3)
     with pytest.raises(ValueError, match="does not hold the 2 square view.*camera corner4\\+gripperPOV"):
-        fit_frame(np.zeros((32, 32, 3), np.uint8), (32, 64), WRIST_RIG)
+        fit_frame(np.zeros((32, 32, 3), np.uint8), 32, 64, views=2, camera=WRIST_RIG)
     with pytest.raises(ValueError, match="RGB frame"):
-        fit_frame(np.zeros((32, 64), np.uint8), (32, 64))
+        fit_frame(np.zeros((32, 64), np.uint8), 32, 64, views=2)
 
 
 @needs_sim
