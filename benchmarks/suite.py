@@ -188,15 +188,19 @@ def _finish(args, written: list[Path]) -> None:
         print(f"headline table: {update_readme(args.readme, args.out)}")
 
 
+def _measure(run, write_outputs, config, args, suite: str | None) -> tuple[dict, list[Path]]:
+    """Run one benchmark, stamp the suite's command on its result when part of `all`, write its files."""
+    result = run(config, log=print, progress=not args.no_progress)
+    if suite:
+        result["suite_command"] = suite
+    return result, write_outputs(result, config.out)
+
+
 def _run_latency(args, suite: str | None = None) -> list[Path]:
     from benchmarks.latency import run_latency, write_outputs
     from benchmarks.report import headline_table, ratio_table
 
-    config = latency_config(args)
-    result = run_latency(config, log=print, progress=not args.no_progress)
-    if suite:
-        result["suite_command"] = suite
-    written = write_outputs(result, config.out)
+    result, written = _measure(run_latency, write_outputs, latency_config(args), args, suite)
     print(f"\nlatency, {result['device']['label']}, {result['frames']} frames\n{headline_table(result)}\n\n"
           f"{ratio_table(result)}\n")
     return written
@@ -208,10 +212,7 @@ def _run_quality(args, suite: str | None = None) -> list[Path]:
     config = quality_config(args)
     if getattr(args, "device", "cpu") != "cpu":
         print("quality runs on the CPU (closed loop, agreement and questions); --device applies to latency and scaling")
-    result = run_quality(config, log=print, progress=not args.no_progress)
-    if suite:
-        result["suite_command"] = suite
-    written = write_outputs(result, config.out)
+    result, written = _measure(run_quality, write_outputs, config, args, suite)
     overall = ", ".join(f"{n} {100 * p['overall']['success_rate']:.0f}%" for n, p in result["success"].items())
     print(f"\nclosed-loop success: {overall}\n")
     return written
@@ -220,11 +221,7 @@ def _run_quality(args, suite: str | None = None) -> list[Path]:
 def _run_scaling(args, suite: str | None = None) -> list[Path]:
     from benchmarks.scaling import run_scaling, write_outputs
 
-    config = scaling_config(args)
-    result = run_scaling(config, log=print, progress=not args.no_progress)
-    if suite:
-        result["suite_command"] = suite
-    written = write_outputs(result, config.out)
+    result, written = _measure(run_scaling, write_outputs, scaling_config(args), args, suite)
     for p in result["points"]:
         print(f"  {p['axis']:18s} {p['value']:>6} {p['total_p50_ms']:8.2f} ms per action "
               f"(floor {p['floor_ms']:.3f} ms)")
