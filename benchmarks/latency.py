@@ -132,11 +132,13 @@ class BenchPath:
 
 
 # -- frames --------------------------------------------------------------------------------------------
-def benchmark_frames(count: int, dataset: str | None, size: int, seed: int = 0) -> tuple[np.ndarray, list[str], str]:
+def benchmark_frames(count: int, dataset: str | None, size: int, seed: int = 0,
+                     views: int = 1) -> tuple[np.ndarray, list[str], str]:
     """(F, H, W, 3) uint8 camera frames, F instructions and where they came from. With a dataset: frames of
-    its held-out episodes (the highest seeds per task, as train-teacher holds out) at the recorded size;
-    else seeded random frames of `size` px with the default tasks' instructions in turn (a greedy decode of a
-    fixed number of tokens costs the same whatever the picture)."""
+    its held-out episodes (the highest seeds per task, as train-teacher holds out) at the recorded size and
+    camera rig; else seeded random (size, size * views) frames, `views` square views side by side as a
+    camera rig tiles them, with the default tasks' instructions in turn (a greedy decode of a fixed number of
+    tokens costs the same whatever the picture)."""
     if dataset:
         from distill.dataset import Dataset
         from distill.train_teacher import split_episodes
@@ -159,11 +161,23 @@ def benchmark_frames(count: int, dataset: str | None, size: int, seed: int = 0) 
 
     rng = np.random.default_rng(seed)
     instructions = [INSTRUCTIONS[DEFAULT_TASKS[i % len(DEFAULT_TASKS)]] for i in range(count)]
-    return (rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8), instructions,
-            f"seeded random {size}x{size} frames (seed {seed}), the default tasks' instructions in turn")
+    width = size * views
+    return (rng.integers(0, 256, (count, size, width, 3), dtype=np.uint8), instructions,
+            f"seeded random {width}x{size} frames ({views} view{'s' * (views > 1)}, seed {seed}), "
+            "the default tasks' instructions in turn")
 
 
 # -- paths ---------------------------------------------------------------------------------------------
+def rig_views(*configs) -> int:
+    """The number of camera views the models take: one frame must suit every model compared. A one-view
+    model takes a frame of any aspect (runtime/camera.py fit_frame resizes it), a rig model only its own."""
+    rigs = {int(getattr(c, "views", 1)) for c in configs} - {1}
+    if len(rigs) > 1:
+        raise UserError(f"the models take frames of different camera rigs ({sorted(rigs)} views); "
+                        "compare models recorded with the same --camera")
+    return rigs.pop() if rigs else 1
+
+
 def model_config(folder: str | Path):
     import distill.model  # noqa: F401  (registers the vla_edge config class)
     from distill.model import VlaConfig
@@ -488,7 +502,8 @@ def run_latency(config: LatencyConfig, log=print, progress: bool = True) -> dict
         log(f"onnxruntime-genai rows skipped: {err}")
     student_cfg, teacher_cfg = model_config(config.student), model_config(config.teacher)
     size = max(student_cfg.vision_config.image_size, teacher_cfg.vision_config.image_size)
-    frames, instructions, source = benchmark_frames(config.frames, config.dataset, size, config.seed)
+    frames, instructions, source = benchmark_frames(config.frames, config.dataset, size, config.seed,
+                                                    rig_views(student_cfg, teacher_cfg))
     from runtime.bundle import Bundle
 
     prompts = Bundle.load(bundles["student-fp32"], verify_files=False).manifest["prompt"]["prompts"]

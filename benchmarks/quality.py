@@ -141,10 +141,10 @@ def cloud_success(config: QualityConfig, teacher_bundle: Path, tasks: list[str],
 
 
 # -- token agreement and questions ------------------------------------------------------------------------------
-def agreement_frames(config: QualityConfig, size: int) -> tuple[np.ndarray, list[str], str]:
+def agreement_frames(config: QualityConfig, size: int, views: int = 1) -> tuple[np.ndarray, list[str], str]:
     from benchmarks.latency import benchmark_frames
 
-    return benchmark_frames(config.agreement_frames, config.dataset, size, config.seed)
+    return benchmark_frames(config.agreement_frames, config.dataset, size, config.seed, views)
 
 
 def token_agreement(bundles: dict[str, Path], frames: np.ndarray, instructions: list[str], progress: bool) -> dict:
@@ -252,8 +252,8 @@ def run_quality(config: QualityConfig, log=print, progress: bool = True) -> dict
             "kind": "cloud", "bundle": str(bundles["teacher-fp32"]), "precision": "fp32",
             "harness": f"runtime control loop at {config.rate_hz:g} Hz, safety envelope, held steps on late replies",
             **row["success"], "cloud": {k: v for k, v in row.items() if k != "success"}}
-    size = Bundle.load(bundles["student-fp32"], verify_files=False).manifest["image"]["height"]
-    frames, instructions, source = agreement_frames(config, size)
+    image = Bundle.load(bundles["student-fp32"], verify_files=False).manifest["image"]
+    frames, instructions, source = agreement_frames(config, image["height"], int(image.get("views", 1)))
     log(f"token agreement with fp32 on {len(frames)} frames")
     agreement = token_agreement(bundles, frames, instructions, progress)
     questions: dict[str, dict] = {}

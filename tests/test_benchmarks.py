@@ -222,3 +222,21 @@ def test_a_bundle_of_other_weights_is_stale(smoke_bundle, trained_smoke_model, t
         handle.write(b"\0")
     assert "other weights" in bundle_status(smoke_bundle, other, "fp32")
     assert bundle_status(tmp_path / "missing", other, "fp32") == "missing"
+
+
+def test_random_frames_follow_the_camera_rig_of_the_models():
+    from types import SimpleNamespace
+
+    from benchmarks.latency import benchmark_frames, rig_views
+    from runtime.errors import UserError
+
+    one, rig = SimpleNamespace(views=1), SimpleNamespace(views=2)
+    assert rig_views(one, one) == 1
+    assert rig_views(rig, one) == 2  # a one-view model resizes any frame; the rig model needs its own
+    with pytest.raises(UserError, match="different camera rigs"):
+        rig_views(rig, SimpleNamespace(views=3))
+    frames, instructions, source = benchmark_frames(5, None, 32, seed=1, views=2)
+    assert frames.shape == (5, 32, 64, 3) and frames.dtype == np.uint8 and len(instructions) == 5
+    assert "2 views" in source
+    again, _, _ = benchmark_frames(5, None, 32, seed=1, views=2)
+    assert np.array_equal(frames, again)  # seeded
