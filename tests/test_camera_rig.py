@@ -37,6 +37,31 @@ def test_rig_frame_tiles_each_camera_left_to_right():
     assert np.abs(frames["corner4"].astype(int) - frames["gripperPOV"].astype(int)).mean() > 5  # two real views
 
 
+@needs_sim
+def test_workspace_camera_magnifies_the_objects_and_leaves_the_model_fov_alone():
+    import mujoco
+
+    from distill.sim import MetaWorldSim
+
+    with MetaWorldSim("pick-place", image_size=96, camera="corner4+workspace", supersample=1) as sim:
+        sim.reset(3)
+        model = sim._env.model
+        fovy = float(model.vis.global_.fovy)
+        puck = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "obj")
+        puck_geoms = [g for g in range(model.ngeom) if model.geom_bodyid[g] == puck]
+        sim._renderer.enable_segmentation_rendering()  # (H, W, 2): geom id per pixel
+        try:
+            pixels = {view: int(np.isin(sim._render_view(view)[..., 0], puck_geoms).sum())
+                      for view in ("corner4", "workspace")}
+        finally:
+            sim._renderer.disable_segmentation_rendering()
+        assert model.vis.global_.fovy == fovy  # the narrower lens is set only while rendering
+        frame = sim.render()
+    assert frame.shape == (96, 192, 3)
+    assert pixels["corner4"] > 0
+    assert pixels["workspace"] >= 2.5 * pixels["corner4"]  # about (5.3 / 2.9) ** 2 from the geometry
+
+
 def _tiny_config(views: int):
     from dataclasses import replace
 
