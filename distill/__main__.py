@@ -28,7 +28,8 @@ def _add_sim_args(p: argparse.ArgumentParser, defaults_from_dataset: bool = Fals
                    help="camera view size in pixels (square; a rig's views sit side by side)" + hint.replace("%(default)s", str(DEFAULT_IMAGE_SIZE)))
     p.add_argument("--camera", default=None if defaults_from_dataset else DEFAULT_CAMERA,
                    help="Meta-World camera (corner, corner2, corner3, corner4, topview, behindGripper, gripperPOV), "
-                        "'workspace' (corner4's mount aimed at the workspace, 36 degree lens: ~1.8x the detail), "
+                        "'workspace' (corner4's mount aimed at the workspace, 36 degree lens: ~1.8x the detail), 'side' (from the "
+                        "robot's right; with workspace it fixes floating goals in 3-D), "
                         f"or a rig of several joined by '+' whose views are tiled left to right, e.g. {WRIST_RIG}"
                    + hint.replace("%(default)s", DEFAULT_CAMERA))
     p.add_argument("--max-steps", type=int, default=200, help="steps before an episode counts as failed (default: 200)")

@@ -41,12 +41,18 @@ class AimedCamera:
     of view: about 5.3 px per 5 cm. On a real robot this is a choice of mount and lens, nothing more.
     """
 
-    mount: str  # the Meta-World camera whose position it takes
+    mount: str | tuple[float, float, float]  # a Meta-World camera whose position it takes, or a world point (m)
     lookat: tuple[float, float, float]  # world point at the image centre, metres
     fovy_deg: float  # vertical field of view
 
 
-AIMED_CAMERAS = {"workspace": AimedCamera(mount="corner4", lookat=(0.0, 0.72, 0.12), fovy_deg=36.0)}
+AIMED_CAMERAS = {
+    "workspace": AimedCamera(mount="corner4", lookat=(0.0, 0.72, 0.12), fovy_deg=36.0),
+    # From the robot's right, 65 cm up: the arm (on the left) is behind the objects, never in front of them.
+    # Its image axes are nearly independent of workspace's (in workspace world x and y both move a point
+    # sideways), so the pair fixes a floating goal in 3-D, which one fixed camera cannot.
+    "side": AimedCamera(mount=(0.7, 0.55, 0.65), lookat=(0.0, 0.72, 0.12), fovy_deg=42.0),
+}
 CAMERAS = METAWORLD_CAMERAS + tuple(AIMED_CAMERAS)
 DEFAULT_CAMERA = "corner4"
 # Two views tiled left to right: the fixed corner camera for the scene, the gripper camera for the last
@@ -155,6 +161,9 @@ class MetaWorldSim:
         self.seed = int(seed)
         self._env.seed(self.seed)
         sim_obs, _ = self._env.reset()
+        # Meta-World moves the goal marker in the model but leaves the rendered positions of the last
+        # episode: recompute positions (no integration) so the first frame shows this episode's goal.
+        self._mujoco.mj_forward(self._env.model, self._env.data)
         self.steps = 0
         self._last = SimStep(sim_obs=sim_obs, state=self._state(sim_obs), success=False)
         return self._last
@@ -204,7 +213,10 @@ class MetaWorldSim:
     def _render_aimed(self, aimed: AimedCamera) -> np.ndarray:
         """A free MuJoCo camera at `aimed.mount`'s position looking at `aimed.lookat` (no roll: z is up)."""
         mujoco, model, data = self._mujoco, self._env.model, self._env.data
-        mount = data.cam_xpos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, aimed.mount)]
+        if isinstance(aimed.mount, str):
+            mount = data.cam_xpos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, aimed.mount)]
+        else:
+            mount = np.asarray(aimed.mount, dtype=np.float64)
         lookat = np.asarray(aimed.lookat, dtype=np.float64)
         view = lookat - mount  # (3,) from the mount to the point looked at
         camera = mujoco.MjvCamera()

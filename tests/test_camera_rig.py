@@ -62,6 +62,61 @@ def test_workspace_camera_magnifies_the_objects_and_leaves_the_model_fov_alone()
     assert pixels["workspace"] >= 2.5 * pixels["corner4"]  # about (5.3 / 2.9) ** 2 from the geometry
 
 
+def _goal_pixel(sim, view: str, goal_site: int) -> list[float]:
+    """(u, v) centre of the goal marker in one view, from a segmentation render."""
+    import mujoco
+
+    seg = sim._render_view(view)  # (H, W, 2): object id, object type
+    rows, cols = np.nonzero((seg[..., 0] == goal_site) & (seg[..., 1] == int(mujoco.mjtObj.mjOBJ_SITE)))
+    assert len(rows), f"the goal marker is not in the {view} view"
+    return [cols.mean(), rows.mean()]
+
+
+@needs_sim
+def test_workspace_and_side_cameras_together_fix_a_floating_goal_in_3d():
+    import mujoco
+
+    from distill.sim import MetaWorldSim
+
+    pixels, goals = [], []  # (N, 4) goal centre in both views; (N, 3) goal position, metres
+    with MetaWorldSim("reach", image_size=96, camera="workspace+side", supersample=1) as sim:
+        goal_site = mujoco.mj_name2id(sim._env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+        sim._renderer.enable_segmentation_rendering()
+        try:
+            for seed in range(100, 116):
+                goals.append(sim.reset(seed).sim_obs[-3:])
+                pixels.append(_goal_pixel(sim, "workspace", goal_site) + _goal_pixel(sim, "side", goal_site))
+        finally:
+            sim._renderer.disable_segmentation_rendering()
+    pixels, goals = np.asarray(pixels), np.asarray(goals)
+
+    def worst_fit_error(columns: list[int]) -> float:
+        """Largest error (m) of the best affine map from these pixel coordinates to the goal position."""
+        design = np.c_[pixels[:, columns], np.ones(len(pixels))]
+        coef, *_ = np.linalg.lstsq(design, goals, rcond=None)
+        return float(np.abs(design @ coef - goals).max())
+
+    # One view gives two numbers for three unknowns; the pair pins the goal to about a centimetre.
+    assert worst_fit_error([0, 1]) > 0.03 and worst_fit_error([2, 3]) > 0.03
+    assert worst_fit_error([0, 1, 2, 3]) < 0.015
+
+
+@needs_sim
+def test_the_first_frame_of_an_episode_shows_that_episodes_goal():
+    import mujoco
+
+    from distill.sim import MetaWorldSim
+
+    with MetaWorldSim("reach", image_size=64, camera="workspace") as sim, \
+            MetaWorldSim("reach", image_size=64, camera="workspace") as fresh:
+        goal_site = mujoco.mj_name2id(sim._env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+        sim.reset(7)
+        step = sim.reset(8)  # the marker must not stay where seed 7 put it
+        np.testing.assert_allclose(sim._env.data.site_xpos[goal_site], step.sim_obs[-3:], atol=1e-9)
+        fresh.reset(8)
+        np.testing.assert_array_equal(sim.render(), fresh.render())
+
+
 def _tiny_config(views: int):
     from dataclasses import replace
 
