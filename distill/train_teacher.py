@@ -120,7 +120,9 @@ def warm_start(model: VlaModel, source: Path) -> None:
     """Start from the weights of another model folder (or checkpoint) of the same sizes.
 
     Only parameters the source cannot have are left as initialised: the per-camera view embedding when the
-    source saw one view. Any other difference (widths, layers, vocabulary) is refused.
+    source saw one view, and the rows of views the source did not have (a rig grown by appending cameras:
+    'workspace+gripperPOV' -> 'workspace+gripperPOV+side' keeps the first two). Any other difference
+    (widths, layers, vocabulary) is refused.
     """
     from safetensors.torch import load_file
 
@@ -132,6 +134,12 @@ def warm_start(model: VlaModel, source: Path) -> None:
     except Exception as err:  # safetensors raises its own error types for corrupt headers
         raise UserError(f"--init-from {weights_file} cannot be read ({err}): the file is corrupt") from None
     own = model.state_dict()
+    source_views, own_views = weights.get("view_embedding"), own.get("view_embedding")  # (V_source, D), (V, D)
+    if source_views is not None and own_views is not None and source_views.shape[0] < own_views.shape[0] \
+            and source_views.shape[1:] == own_views.shape[1:]:
+        grown = own_views.clone()
+        grown[: source_views.shape[0]] = source_views
+        weights["view_embedding"] = grown
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
              if k in own and own[k].shape != v.shape]
     unknown = sorted(set(weights) - set(own))

@@ -146,6 +146,26 @@ def test_each_view_runs_through_the_vision_tower_alone():
         _tiny_config(views=5)
 
 
+def test_warm_start_grows_a_rig_by_appended_views(tmp_path):
+    torch = pytest.importorskip("torch")
+    from distill.model import VlaModel
+    from distill.train_teacher import warm_start
+    from runtime.errors import UserError
+
+    torch.manual_seed(0)
+    source = VlaModel(_tiny_config(views=2))
+    with torch.no_grad():
+        source.view_embedding.normal_()
+    source.save_pretrained(tmp_path / "two")
+    grown = VlaModel(_tiny_config(views=3))
+    warm_start(grown, tmp_path / "two")
+    torch.testing.assert_close(grown.view_embedding[:2], source.view_embedding)
+    assert torch.count_nonzero(grown.view_embedding[2]) == 0  # the new camera starts with no offset
+    torch.testing.assert_close(grown.projector.state_dict(), source.projector.state_dict())
+    with pytest.raises(UserError, match="other sizes.*view_embedding"):
+        warm_start(VlaModel(_tiny_config(views=1)), tmp_path / "two")  # views are never dropped
+
+
 def test_fit_frame_resizes_but_never_invents_a_view():
     from runtime.camera import fit_frame
 
