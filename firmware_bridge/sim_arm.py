@@ -1,7 +1,7 @@
 """Meta-World's arm behind the controller (`python -m firmware_bridge emulate --arm metaworld`).
 
 An ACTION that the controller applies steps the simulator once; a HEARTBEAT steps it once with no
-motion (a control period spent holding, as `runtime.sim_robot.SimRobot.hold` does); the watchdog and
+hand motion and the gripper kept at its last command (a control period spent holding, as `runtime.sim_robot.SimRobot.hold` does); the watchdog and
 the e-stop stop the arm without stepping (simulated time stands still while nothing is commanded, so a
 slow host never changes an episode). ACKs report the simulated hand position.
 
@@ -59,6 +59,7 @@ class MetaWorldArm:
     def __init__(self, task: str, image_size: int = 96, camera: str | None = None, seed: int = 0) -> None:
         self._lock = threading.RLock()
         self.sim = None
+        self.gripper_command = 0.0  # the last applied gripper value: a HEARTBEAT keeps it (a grasp stays closed)
         self.success = False  # the task succeeded at some step since the last reset
         self.truncated = False  # Meta-World's step limit was reached: further motion is refused
         self.configure(task, image_size, camera)
@@ -81,6 +82,7 @@ class MetaWorldArm:
         with self._lock:
             self.sim.reset(seed)
             self.success = self.truncated = False
+            self.gripper_command = 0.0
 
     def render(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB from the simulator's camera."""
@@ -99,10 +101,14 @@ class MetaWorldArm:
 
     # -- ArmModel ----------------------------------------------------------------------------------
     def apply(self, action: ActionPayload) -> None:
-        self._step(sim_action(action))
+        values = sim_action(action)  # (4,) dx, dy, dz, gripper
+        with self._lock:
+            self.gripper_command = float(values[3])
+        self._step(values)
 
     def idle_step(self) -> None:
-        self._step(np.zeros(4, np.float64))
+        with self._lock:
+            self._step(np.array([0.0, 0.0, 0.0, self.gripper_command]))
 
     def hold(self) -> None:
         """The simulator only moves when stepped: holding is not stepping."""

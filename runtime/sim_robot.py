@@ -32,11 +32,13 @@ class SimRobot:
         self.task = self.sim.task
         self.fixed_point = fixed_point  # quantize as the serial link does (False: raw float32 actions)
         self.done = False  # the simulator reported success
+        self.gripper_command = 0.0  # the last gripper value sent: holding keeps it (a grasp stays closed)
         self.camera = self
 
     def reset(self, seed: int) -> None:
         self.sim.reset(seed)
         self.done = False
+        self.gripper_command = 0.0
 
     # Camera
     def read(self) -> np.ndarray:
@@ -57,10 +59,14 @@ class SimRobot:
         else:
             step = self.sim.step(sent[:4])
         self.done = self.done or step.success
+        self.gripper_command = float(sent[3])
         return sent
 
     def hold(self) -> None:
-        self.send_action(np.zeros(5, np.float32))
+        """One control period with no hand motion; the gripper keeps its last command."""
+        hold = np.zeros(5, np.float32)
+        hold[3] = self.gripper_command
+        self.send_action(hold)
 
     def close(self) -> None:
         self.sim.close()

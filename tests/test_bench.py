@@ -21,6 +21,7 @@ from runtime.errors import UserError
 from runtime.policy import Action
 from runtime.safety import SafetyConfig, SafetyEnvelope
 from runtime.serial_robot import BenchRobot
+from conftest import needs_sim
 
 
 class FakeArm:
@@ -188,3 +189,34 @@ def test_the_metaworld_arm_without_the_simulator_says_how_to_install_it(monkeypa
     monkeypatch.setitem(sys.modules, "distill", None)  # as on the robot: the train extra is not installed
     with pytest.raises(UserError, match=r"--arm metaworld needs the simulator: pip install '\.\[train\]'"):
         MetaWorldArm("reach")
+
+
+@needs_sim
+def test_holding_keeps_the_gripper_closed_in_both_simulated_arms():
+    """A hold is no hand motion with the last gripper command: a grasp must not loosen while the loop waits."""
+    from firmware_bridge.protocol import ActionPayload
+    from firmware_bridge.sim_arm import MM_PER_UNIT, MetaWorldArm
+    from runtime.sim_robot import SimRobot
+
+    close = np.array([0.0, 0.0, 0.0, 1.0, 0.0], np.float32)
+    robot, reference = SimRobot("pick-place", image_size=32), SimRobot("pick-place", image_size=32)
+    arm = MetaWorldArm("pick-place", image_size=32)
+    try:
+        for sim in (robot, reference):
+            sim.reset(5)
+        arm.reset(5)
+        for _ in range(6):
+            robot.send_action(close)
+            reference.send_action(close)
+            arm.apply(ActionPayload.quantize(close, MM_PER_UNIT))
+        for _ in range(6):
+            robot.hold()
+            reference.send_action(close)  # what a held grasp must look like
+            arm.idle_step()
+        fingers = reference.sim._last.state[3]
+        assert robot.sim._last.state[3] == fingers
+        assert arm.sim._last.state[3] == pytest.approx(fingers, abs=1e-6)
+        assert robot.gripper_command == arm.gripper_command == 1.0
+    finally:
+        for sim in (robot, reference, arm):
+            sim.close()
