@@ -42,7 +42,7 @@ from distill.train_teacher import (
     split_episodes,
     write_model_folder,
 )
-from distill.training import LoopSettings, run_loop
+from distill.training import LoopSettings, resolve_precision, run_loop
 from distill.text_tokenizer import TOKENIZER_FILE, save_text_tokenizer
 from runtime.errors import UserError
 
@@ -84,6 +84,7 @@ class StudentConfig:
     log_every: int = 50
     threads: int = 1
     device: str = "auto"
+    precision: str = "auto"  # "bf16" (autocast, where the hardware has it), "fp32", or "auto"
 
     def check(self) -> "StudentConfig":
         for name in ("steps", "batch_size", "eval_seeds"):
@@ -243,7 +244,8 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
 
     settings = LoopSettings(steps=config.total_steps, seed=config.seed, lr=config.lr,
                             warmup_steps=config.warmup_steps, log_every=config.log_every,
-                            eval_every=10**9, checkpoint_every=config.checkpoint_every)
+                            eval_every=10**9, checkpoint_every=config.checkpoint_every,
+                            precision=resolve_precision(config.precision, device))
     teacher_size = teacher.image_size or config.sizes.image_size
     student_size = config.sizes.image_size
     held_s = CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], student_size)
@@ -299,6 +301,7 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
         "phases": state["phases"],
         "closed_loop_eval": teacher_loop["config"],
         "train_seconds": round(state["train_seconds"], 1),
+        "precision": settings.precision,
         "steps": state["step"],
         "loss_log": state["log"],
     }

@@ -27,7 +27,7 @@ from distill.decoding import allowed_mask, greedy_decode
 from distill.flops import flops_per_action
 from distill.model import SMOKE_SIZES, TEACHER_SIZES, ModelSizes, VlaModel, config_for_tokenizer, count_parameters
 from distill.prompts import EOS
-from distill.training import LoopSettings, run_loop
+from distill.training import LoopSettings, resolve_precision, run_loop
 from distill.teacher_data import IGNORE, TARGET_LEN, CoTrainingData
 from distill.text_tokenizer import build_text_tokenizer, save_text_tokenizer
 from runtime.action_tokenizer import ActionTokenizer
@@ -58,6 +58,7 @@ class TrainConfig:
     stop_at: int | None = None  # stop (with a checkpoint) at this step; the schedule still runs to `steps`
     threads: int = 1
     device: str = "auto"
+    precision: str = "auto"  # "bf16" (autocast, where the hardware has it), "fp32", or "auto"
     sizes: ModelSizes = field(default_factory=lambda: TEACHER_SIZES)
     rounds: int = 0  # DAgger rounds after --steps: the teacher drives, the scripted expert labels
     round_steps: int = 3000  # training steps after each round's episodes join the data
@@ -231,6 +232,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
     config.check()
     torch.set_num_threads(config.threads)
     device = pick_device(config.device)
+    precision = resolve_precision(config.precision, device)
     dataset = Dataset.open_nonempty(config.dataset)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -273,7 +275,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
 
     settings = LoopSettings(steps=config.steps, seed=config.seed, lr=config.lr, warmup_steps=config.warmup_steps,
                             log_every=config.log_every, eval_every=config.eval_every,
-                            checkpoint_every=config.checkpoint_every, stop_at=config.stop_at)
+                            checkpoint_every=config.checkpoint_every, stop_at=config.stop_at, precision=precision)
     def train_phase(data: CoTrainingData, phase_settings: LoopSettings, desc: str) -> None:
         run_loop(
             model, optimizer, state, phase_settings,
@@ -323,6 +325,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
         "samples_per_second": round(state["step"] * config.batch_size / max(state["train_seconds"], 1e-9), 1),
         "device": str(device),
         "threads": config.threads,
+        "precision": precision,
         "dataset": {"path": str(config.dataset), "episodes": len(dataset), "frames": dataset.num_frames,
                     "train_episodes": len(train_eps), "heldout_episodes": len(held_eps)},
         "heldout": metrics,

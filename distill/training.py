@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from runtime.errors import UserError
+
 
 @dataclass
 class LoopSettings:
@@ -27,6 +29,33 @@ class LoopSettings:
     checkpoint_every: int = 250
     stop_at: int | None = None  # stop (with a checkpoint) here; the schedule still runs to `steps`
     start: int = 0  # the schedule's first step (a later phase of a run has its own warm-up and decay)
+    precision: str = "fp32"  # "bf16": forward and loss under bfloat16 autocast; weights and optimizer stay fp32
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether this device multiplies bfloat16 in hardware (AVX512-BF16/AMX CPUs, Ampere-or-later GPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where the hardware has it (about 2x faster training on this CPU), else 'fp32'.
+
+    Mixed precision: matrix products run in bfloat16 under autocast, the weights, gradients and optimizer
+    state stay float32, and losses are computed in float32; saved models are float32 either way.
+    """
+    if name not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{name}'")
+    if name == "auto":
+        return "bf16" if bf16_is_native(device) else "fp32"
+    if name == "bf16" and not bf16_is_native(device):
+        raise UserError(f"--precision bf16: this {device.type} has no native bfloat16 (it would be slower than "
+                        "float32): use --precision fp32 or auto")
+    return name
 
 
 def lr_at(step: int, s: LoopSettings) -> float:
@@ -54,6 +83,7 @@ def run_loop(
     from tqdm import tqdm
 
     model.train()
+    device_type = next(model.parameters()).device.type
     start_step = state["step"]
     last_step = min(settings.steps, settings.stop_at or settings.steps)
     t0 = time.perf_counter()
@@ -64,7 +94,8 @@ def run_loop(
         batch = sample(np.random.default_rng([settings.seed, step]))
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, settings)
-        loss, parts = loss_fn(model, batch)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
+            loss, parts = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
