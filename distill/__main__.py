@@ -54,7 +54,7 @@ def cmd_record(args) -> int:
         tasks=args.tasks, episodes_per_task=args.episodes, seed_start=args.seed_start, image_size=args.image_size,
         camera=args.camera, max_steps=args.max_steps, post_success_steps=args.post_success_steps,
     ).check()
-    summary = record(args.out, config, resume=args.resume, progress=not args.no_progress)
+    summary = record(args.out, config, resume=args.resume, progress=not args.no_progress, workers=args.workers)
     print(
         f"recorded {summary.episodes_recorded} episodes ({summary.episodes_skipped} already present), "
         f"{summary.frames} frames in {summary.seconds:.1f} s: {summary.frames_per_second:.0f} frames/s, "
@@ -242,7 +242,7 @@ cli.command("tasks", "list the Meta-World tasks, their instructions and the defa
 
 _rec = cli.command(
     "record", "record scripted-expert demonstrations to a dataset folder",
-    "python -m distill record --out data/demos --tasks default --episodes 50", cmd_record,
+    "python -m distill record --out data/demos --tasks default --episodes 50 --workers 2", cmd_record,
     description="Record scripted-expert episodes (frames, state, actions, success) to a dataset (see distill/DATASET.md).",
 )
 _rec.add_argument("--out", required=True, help="dataset folder to create (or to complete with --resume)")
@@ -252,6 +252,9 @@ _rec.add_argument("--seed-start", type=int, default=0, help="first seed; episode
 _rec.add_argument("--post-success-steps", type=int, default=10,
                   help="steps recorded after success with terminate = 1 (default: %(default)s)")
 _rec.add_argument("--resume", action="store_true", help="add the missing episodes to an existing dataset")
+_rec.add_argument("--workers", type=int, default=1,
+                  help="processes recording at once (one simulator each: up to one per core; the dataset is "
+                       "the same file for file) (default: %(default)s)")
 _add_sim_args(_rec)
 
 _ins = cli.command("inspect", "summarize a dataset and check its files", "python -m distill inspect data/demos --verify",

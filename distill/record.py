@@ -167,20 +167,22 @@ def _manifest(config: RecordConfig, episodes: list[EpisodeInfo], actions: list[n
 
 def record(out: str | Path, config: RecordConfig, resume: bool = False, progress: bool = True,
            actor: Callable[[str], Policy] | None = None, labeler: Callable[[str], Policy] | None = None,
-           policy_name: str = "scripted-expert") -> RecordSummary:
+           policy_name: str = "scripted-expert", workers: int = 1) -> RecordSummary:
     """Record `config.episodes_per_task` episodes of every task into the dataset folder `out`.
 
     `actor(task)` drives the arm; `labeler(task)` gives the action written to the dataset (DAgger: the
     student acts, the teacher labels). Both default to Meta-World's scripted expert.
+    `workers` > 1 records the scripted expert's episodes in that many processes (distill/record_workers.py);
+    the dataset is the same file for file as one process would write. Either way the manifest lists only
+    the episodes finished in order, so a crash loses at most the episodes in flight and --resume goes on.
     """
     from tqdm import tqdm
 
-    from distill.expert import ScriptedExpert
-    from distill.sim import MetaWorldSim
-
-    actor = actor or ScriptedExpert
-
     config.check()
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and (actor is not None or labeler is not None):
+        raise UserError("recording in worker processes runs the scripted expert only: use --workers 1 here")
     out = Path(out)
     existing = _prepare_folder(out, config, resume)
     episodes: list[EpisodeInfo] = []
@@ -199,52 +201,94 @@ def record(out: str | Path, config: RecordConfig, resume: bool = False, progress
         for e in range(config.episodes_per_task)
         if (task, config.seed_start + e) not in done
     ]
+    jobs = [EpisodeJob(task, seed, len(episodes) + k) for k, (task, seed) in enumerate(todo)]
     summary = RecordSummary(0, config.episodes_per_task * len(config.tasks) - len(todo), 0, 0.0, 0.0, 0)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="ep", desc="recording", disable=not progress)
-    sim: MetaWorldSim | None = None
-    try:
-        for task, seed in todo:
-            if sim is None or sim.task != task:
-                if sim is not None:
-                    sim.close()
-                sim = MetaWorldSim(task, image_size=config.image_size, camera=config.camera,
-                                   supersample=config.supersample)
-                acting = actor(task)
-                labelling = labeler(task) if labeler is not None else None
-            arrays, success_step, render_s = run_labelled_episode(sim, acting, labelling, seed, config)
-            index = len(episodes)
-            rel = f"{EPISODE_DIR}/{index:06d}.npz"
-            write_episode_chunk(out / rel, arrays)
-            info = EpisodeInfo(
-                index=index,
-                file=rel,
-                task=task,
-                instruction=sim.instruction,
-                seed=seed,
-                length=len(arrays["actions"]),
-                success=success_step is not None,
-                success_step=success_step,
-                bytes=(out / rel).stat().st_size,
-                sha256=sha256_file(out / rel),
-            )
-            episodes.append(info)
-            actions.append(arrays["actions"])
-            write_json_atomic(out / MANIFEST, _manifest(config, episodes, actions, sim._env.dt, policy_name))
+    finished: dict[int, tuple[EpisodeInfo, float]] = {}  # index -> (info, render seconds), not yet in order
+
+    def add(info: EpisodeInfo, render_s: float, control_dt: float) -> None:
+        """Take one finished episode; write the manifest for every episode now complete in order."""
+        finished[info.index] = (info, render_s)
+        while len(episodes) in finished:
+            ready, seconds = finished.pop(len(episodes))
+            episodes.append(ready)
+            actions.append(np.load(out / ready.file)["actions"])
             summary.episodes_recorded += 1
-            summary.frames += info.length
-            summary.render_seconds += render_s
-            summary.successes += int(info.success)
-            bar.update(1)
-            bar.set_postfix(task=task.removesuffix("-v3"), fps=f"{summary.frames / (time.perf_counter() - start):.0f}")
+            summary.frames += ready.length
+            summary.render_seconds += seconds
+            summary.successes += int(ready.success)
+        write_json_atomic(out / MANIFEST, _manifest(config, episodes, actions, control_dt, policy_name))
+        bar.update(1)
+        bar.set_postfix(task=info.task.removesuffix("-v3"), fps=f"{summary.frames / (time.perf_counter() - start):.0f}")
+
+    try:
+        if workers > 1 and len(jobs) > 1:
+            from distill.record_workers import record_in_workers
+
+            record_in_workers(out, config, jobs, min(workers, len(jobs)), add)
+        else:
+            recorder = EpisodeRecorder(out, config, actor, labeler)
+            try:
+                for job in jobs:
+                    add(*recorder.record(job), recorder.control_dt)
+            finally:
+                recorder.close()
     finally:
         bar.close()
-        if sim is not None:
-            sim.close()
     if not episodes:
         raise DatasetError("nothing was recorded: check --tasks and --episodes")
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    task: str
+    seed: int
+    index: int  # its place in the dataset: episodes/<index>.npz
+
+    @property
+    def file(self) -> str:
+        return f"{EPISODE_DIR}/{self.index:06d}.npz"
+
+
+class EpisodeRecorder:
+    """Records episodes one at a time, keeping one simulator per task in turn."""
+
+    def __init__(self, out: Path, config: RecordConfig, actor: Callable[[str], Policy] | None = None,
+                 labeler: Callable[[str], Policy] | None = None) -> None:
+        from distill.expert import ScriptedExpert
+
+        self.out, self.config = out, config
+        self.actor, self.labeler = actor or ScriptedExpert, labeler
+        self.sim = None
+        self.control_dt = 0.0
+
+    def record(self, job: EpisodeJob) -> tuple[EpisodeInfo, float]:
+        """Run and write one episode; returns its manifest entry and the seconds spent rendering."""
+        from distill.sim import MetaWorldSim
+
+        if self.sim is None or self.sim.task != job.task:
+            self.close()
+            self.sim = MetaWorldSim(job.task, image_size=self.config.image_size, camera=self.config.camera,
+                                    supersample=self.config.supersample)
+            self.control_dt = float(self.sim._env.dt)
+            self._acting = self.actor(job.task)
+            self._labelling = self.labeler(job.task) if self.labeler is not None else None
+        arrays, success_step, render_s = run_labelled_episode(self.sim, self._acting, self._labelling, job.seed,
+                                                              self.config)
+        path = self.out / job.file
+        write_episode_chunk(path, arrays)
+        info = EpisodeInfo(index=job.index, file=job.file, task=job.task, instruction=self.sim.instruction,
+                           seed=job.seed, length=len(arrays["actions"]), success=success_step is not None,
+                           success_step=success_step, bytes=path.stat().st_size, sha256=sha256_file(path))
+        return info, render_s
+
+    def close(self) -> None:
+        if self.sim is not None:
+            self.sim.close()
+            self.sim = None
 
 
 def run_labelled_episode(sim, actor: Policy, labeler: Policy | None, seed: int,

@@ -70,6 +70,34 @@ def test_resume_records_only_missing_episodes(tiny_dataset, tmp_path):
     assert not list(copy.rglob("*.tmp"))
 
 
+def test_two_workers_record_the_same_dataset_file_for_file(tiny_dataset, tmp_path):
+    out = tmp_path / "parallel"
+    proc = run_module("distill", "record", "--out", str(out), "--tasks", "drawer-open,reach", "--episodes",
+                      str(TINY_EPISODES), "--image-size", str(TINY_IMAGE), "--post-success-steps", "3",
+                      "--workers", "2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    serial = json.loads((tiny_dataset / "manifest.json").read_text())
+    parallel = json.loads((out / "manifest.json").read_text())
+    assert parallel == serial  # same episodes in the same order, same sha256 per chunk, same statistics
+    assert sorted(p.name for p in (out / "episodes").iterdir()) == sorted(
+        p.name for p in (tiny_dataset / "episodes").iterdir())
+
+
+def test_a_failing_worker_answers_with_the_error_and_stops(tmp_path):
+    from distill.record_workers import _parse_answer, serve
+    from runtime.errors import UserError
+
+    answers: list[str] = []
+    spec = {"out": str(tmp_path), "layout": {"image_size": 32, "camera": "corner4", "max_steps": 5,
+                                             "post_success_steps": 0, "supersample": 1}}
+    serve(spec, ['{"task": "no-such-task", "seed": 0, "index": 0}\n', '{"task": "reach", "seed": 0, "index": 1}\n'],
+          answers.append)
+    assert len(answers) == 1  # it stopped at the first failure
+    with pytest.raises(UserError, match="a recording worker failed: no-such-task seed 0"):
+        _parse_answer(answers[0], None)
+    assert not list(tmp_path.rglob("*.npz"))
+
+
 def test_refuses_to_overwrite_or_mix_layouts(tiny_dataset, tmp_path):
     proc = run_module("distill", "record", "--out", str(tiny_dataset), "--tasks", "reach", "--episodes", "1",
                       "--no-progress")
