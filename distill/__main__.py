@@ -36,6 +36,13 @@ def _add_sim_args(p: argparse.ArgumentParser, defaults_from_dataset: bool = Fals
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_precision_arg(p: argparse.ArgumentParser) -> None:
+    """--precision for the training commands (checked again by distill.training.resolve_precision)."""
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="'bf16': bfloat16 autocast, fp32 weights (about 2x faster on CPUs with AVX512-BF16); "
+                        "'auto': bf16 where the hardware has it (default: auto)")
+
+
 def cmd_tasks(args) -> int:
     from distill.tasks import DEFAULT_TASKS, HARD_FROM_PIXELS, INSTRUCTIONS
 
@@ -311,9 +318,7 @@ _tt.add_argument("--robot-ratio", type=float, default=None, help="share of robot
 _tt.add_argument("--seed", type=int, default=0, help="seed for weights and batches (default: %(default)s)")
 _tt.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, fastest here)")
 _tt.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda' (default: auto)")
-_tt.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
-                 help="'bf16': bfloat16 autocast, fp32 weights (about 2x faster on CPUs with AVX512-BF16); "
-                      "'auto': bf16 where the hardware has it (default: auto)")
+_add_precision_arg(_tt)
 _tt.add_argument("--image-size", type=int, default=None, help="model image size (default: 96; the dataset's frames are resized)")
 _tt.add_argument("--rounds", type=int, default=None,
                  help="DAgger rounds after --steps: the teacher drives, Meta-World's scripted expert labels (default: 0)")
@@ -350,8 +355,7 @@ _st.add_argument("--temperature", type=float, help="distillation temperature (de
 _st.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
 _st.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
 _st.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: %(default)s)")
-_st.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
-                 help="'bf16': bfloat16 autocast, fp32 weights; 'auto': bf16 where the hardware has it (default: auto)")
+_add_precision_arg(_st)
 _st.add_argument("--smoke", action="store_true", help="tiny student, a few steps, one small round: a check that it works")
 _st.add_argument("--no-progress", action="store_true", help="no progress bar")
 

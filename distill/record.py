@@ -210,6 +210,7 @@ def record(out: str | Path, config: RecordConfig, resume: bool = False, progress
     def add(info: EpisodeInfo, render_s: float, control_dt: float) -> None:
         """Take one finished episode; write the manifest for every episode now complete in order."""
         finished[info.index] = (info, render_s)
+        complete = len(episodes)
         while len(episodes) in finished:
             ready, seconds = finished.pop(len(episodes))
             episodes.append(ready)
@@ -218,7 +219,8 @@ def record(out: str | Path, config: RecordConfig, resume: bool = False, progress
             summary.frames += ready.length
             summary.render_seconds += seconds
             summary.successes += int(ready.success)
-        write_json_atomic(out / MANIFEST, _manifest(config, episodes, actions, control_dt, policy_name))
+        if len(episodes) > complete:  # an episode that finished ahead of its turn leaves the manifest as it is
+            write_json_atomic(out / MANIFEST, _manifest(config, episodes, actions, control_dt, policy_name))
         bar.update(1)
         bar.set_postfix(task=info.task.removesuffix("-v3"), fps=f"{summary.frames / (time.perf_counter() - start):.0f}")
 

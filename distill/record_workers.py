@@ -85,10 +85,7 @@ def serve(spec: dict, lines, write: Callable[[str], None]) -> None:
     """The worker's loop: one job line in, one answer line out, until stdin closes."""
     from distill.record import EpisodeJob, EpisodeRecorder, RecordConfig
 
-    layout = spec["layout"]
-    config = RecordConfig(tasks=[], image_size=layout["image_size"], camera=layout["camera"],
-                          max_steps=layout["max_steps"], post_success_steps=layout["post_success_steps"],
-                          supersample=layout["supersample"])
+    config = RecordConfig(tasks=[], **spec["layout"])  # the inverse of RecordConfig.layout()
     recorder = EpisodeRecorder(Path(spec["out"]), config)
     try:
         for line in lines:
