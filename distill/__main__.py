@@ -174,7 +174,7 @@ def cmd_train_teacher(args) -> int:
     overrides = {"steps": args.steps, "stop_at": args.stop_at, "batch_size": args.batch_size, "lr": args.lr,
                  "robot_ratio": args.robot_ratio, "rounds": args.rounds, "round_steps": args.round_steps,
                  "round_episodes": args.round_episodes, "round_lr": args.round_lr, "init_from": args.init_from,
-                 "warmup_steps": args.warmup_steps}
+                 "warmup_steps": args.warmup_steps, "terminate_delay": args.terminate_delay}
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
@@ -314,6 +314,8 @@ _tt.add_argument("--batch-size", type=int, default=None, help="samples per step 
 _tt.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 3e-4)")
 _tt.add_argument("--stop-at", type=int, default=None,
                  help="stop at this step with a checkpoint (run again to continue to --steps)")
+_tt.add_argument("--terminate-delay", type=int, default=None,
+                 help="label terminate only from this many frames after success: a later, surer stop (default: 0)")
 _tt.add_argument("--robot-ratio", type=float, default=None, help="share of robot samples per batch (default: 0.66)")
 _tt.add_argument("--seed", type=int, default=0, help="seed for weights and batches (default: %(default)s)")
 _tt.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, fastest here)")

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from distill.dataset import Dataset
+from distill.dataset import TERMINATE_INDEX, Dataset
 from distill.prompts import BOS, EOS, PAD, action_prompt, question_prompt
 from distill.vqa import QUESTION_TYPES, answer
 from runtime.action_tokenizer import ActionTokenizer
@@ -25,6 +25,22 @@ IGNORE = -100
 
 def encode_prompt(text_tok, text: str) -> list[int]:
     return [text_tok.token_to_id(BOS)] + text_tok.encode(text).ids
+
+
+def delay_terminate(actions: np.ndarray, success_step: int | None, delay: int) -> np.ndarray:
+    """actions: (T, 5) with terminate = 1 from `success_step`; returns a copy with terminate = 1 only from
+    `success_step + delay`.
+
+    The frames just after success look like the frames just before it (a window a few millimetres past its
+    mark), so a policy trained on them learns to stop a few millimetres short; the evaluator ends an episode
+    at success anyway, and a premature stop is a failure. A delay moves the stop label to scenes that are
+    plainly done.
+    """
+    if delay <= 0 or success_step is None:
+        return actions
+    out = actions.copy()
+    out[success_step:success_step + delay, TERMINATE_INDEX] = 0.0
+    return out
 
 
 @dataclass(frozen=True)
@@ -56,15 +72,18 @@ class CoTrainingData:
 
     @classmethod
     def build(cls, dataset: Dataset, text_tok, action_tok: ActionTokenizer, episodes: list[int], image_size: int,
-              progress: bool = False) -> "CoTrainingData":
+              progress: bool = False, terminate_delay: int = 0) -> "CoTrainingData":
         """Samples from `episodes` of one dataset."""
-        return cls.build_from([(dataset, episodes)], text_tok, action_tok, image_size, progress)
+        return cls.build_from([(dataset, episodes)], text_tok, action_tok, image_size, progress, terminate_delay)
 
     @classmethod
     def build_from(cls, sources: list[tuple[Dataset, list[int]]], text_tok, action_tok: ActionTokenizer,
-                   image_size: int, progress: bool = False) -> "CoTrainingData":
+                   image_size: int, progress: bool = False, terminate_delay: int = 0) -> "CoTrainingData":
         """Samples from several (dataset, episode indices) sources, in order: frames of each episode, then
-        its answerable questions (every question type at every frame, in QUESTION_TYPES order)."""
+        its answerable questions (every question type at every frame, in QUESTION_TYPES order).
+
+        terminate_delay: the first `terminate_delay` frames after success are relabelled terminate = 0 (see
+        `delay_terminate`); the scene questions keep the simulator's own success."""
         from tqdm import tqdm
 
         if not any(episodes for _, episodes in sources):
@@ -92,7 +111,7 @@ class CoTrainingData:
                 size = (image_size * (images.shape[2] // images.shape[1]), image_size)
                 images = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in images])
             frames.append(images)
-            targets.append(action_tok.encode(ep.actions))
+            targets.append(action_tok.encode(delay_terminate(ep.actions, ep.info.success_step, terminate_delay)))
             frame_prompt += [prompt_id(action_prompt(ep.info.instruction))] * len(ep)
             qa_start = len(qa_frame)
             for t in range(len(ep)):

@@ -49,6 +49,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 300
     robot_ratio: float = 0.66  # RT-2 used 50-66% robot data
+    terminate_delay: int = 0  # post-success frames relabelled terminate = 0 (teacher_data.delay_terminate)
     shift: int = 4  # random-shift augmentation, pixels
     seed: int = 0
     heldout_fraction: float = 0.1
@@ -77,6 +78,8 @@ class TrainConfig:
             raise UserError("--rounds must be >= 0, and each round needs --round-steps and --round-episodes >= 1")
         if not 0.0 <= self.robot_ratio <= 1.0:
             raise UserError(f"--robot-ratio must be in [0, 1], got {self.robot_ratio}")
+        if self.terminate_delay < 0:
+            raise UserError(f"--terminate-delay must be >= 0, got {self.terminate_delay}")
         if not 0.0 <= self.heldout_fraction < 0.5:
             raise UserError(f"--heldout-fraction must be in [0, 0.5), got {self.heldout_fraction}")
         try:
@@ -243,8 +246,9 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
     train_eps, held_eps = split_episodes(dataset, config.heldout_fraction)
     config.sizes = replace(config.sizes, views=dataset_views(dataset))
     image_size = config.sizes.image_size
-    train_data = CoTrainingData.build(dataset, text_tok, action_tok, train_eps, image_size, progress)
-    held_data = CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], image_size, False)
+    delay = config.terminate_delay
+    train_data = CoTrainingData.build(dataset, text_tok, action_tok, train_eps, image_size, progress, delay)
+    held_data = CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], image_size, False, delay)
 
     # The tokenizers are fixed before training: write them now, so every checkpoint is a usable model folder.
     save_text_tokenizer(text_tok, out)
@@ -301,7 +305,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
                      policy_name=f"teacher-round-{r}-labelled-by-expert", progress=progress)
         model.to(device).train()
         round_data = CoTrainingData.build_from(round_sources(dataset, train_eps, out, r), text_tok, action_tok,
-                                               image_size, progress)
+                                               image_size, progress, delay)
         end = config.steps + r * config.round_steps
         train_phase(round_data, replace(settings, steps=end, start=end - config.round_steps, lr=config.round_lr,
                                         warmup_steps=min(100, config.round_steps // 10)), f"train-teacher round {r}")

@@ -48,6 +48,32 @@ def test_scene_questions_follow_the_simulator_state(tiny_dataset):
     assert answer("open_closed", "reach-v3", ep.sim_obs, 0, s) is None  # not a question for that task
 
 
+def test_terminate_delay_moves_the_stop_label_and_nothing_else(tiny_dataset):
+    from distill.dataset import TERMINATE_INDEX, Dataset
+    from distill.teacher_data import CoTrainingData
+    from distill.text_tokenizer import build_text_tokenizer
+    from runtime.action_tokenizer import ActionTokenizer
+
+    ds = Dataset.open(tiny_dataset)
+    text_tok, table = build_text_tokenizer()
+    stats = ds.action_stats
+    action_tok = ActionTokenizer.from_statistics(stats.names, low=stats.p01, high=stats.p99, table=table)
+    episodes = [e.index for e in ds.episodes]
+    plain = CoTrainingData.build(ds, text_tok, action_tok, episodes, 32)
+    delayed = CoTrainingData.build(ds, text_tok, action_tok, episodes, 32, terminate_delay=2)
+    stop = action_tok.encode(np.eye(1, 5, TERMINATE_INDEX, dtype=np.float32))[0, TERMINATE_INDEX]
+    for rows in delayed.episode_rows:
+        s = ds.episodes[rows.episode].success_step  # the tiny dataset records 3 frames after success
+        assert s is not None and rows.frame_end - rows.frame_start == s + 3
+        stops = (delayed.action_targets[rows.frame_start:rows.frame_end, TERMINATE_INDEX] == stop).numpy()
+        assert stops.tolist() == [False] * (s + 2) + [True]
+        was = (plain.action_targets[rows.frame_start:rows.frame_end, TERMINATE_INDEX] == stop).numpy()
+        assert was.tolist() == [False] * s + [True] * 3
+    same = [d for d in range(5) if d != TERMINATE_INDEX]
+    assert torch.equal(plain.action_targets[:, same], delayed.action_targets[:, same])
+    assert torch.equal(plain.qa_answer, delayed.qa_answer)  # "has the task succeeded?" keeps the true answer
+
+
 def test_smoke_training_lowers_the_loss_and_writes_a_complete_folder(smoke_teacher):
     report = json.loads((smoke_teacher / "training.json").read_text())
     losses = [entry["loss"] for entry in report["loss_log"] if "loss" in entry]
