@@ -263,6 +263,7 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
                          actor=lambda task: student_policy(), labeler=lambda task: teacher.policy,
                          policy_name=f"student-round-{phase}-labelled-by-teacher", progress=progress)
         sources = round_sources(dataset, train_eps, out, phase)
+        data_s = data_t = None  # free the last phase's frames first: two copies of a large dataset do not fit
         data_s = CoTrainingData.build_from(sources, text_tok, action_tok, student_size, progress)
         data_t = data_s if teacher_size == student_size else \
             CoTrainingData.build_from(sources, text_tok, action_tok, teacher_size, False)

@@ -248,6 +248,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
     image_size = config.sizes.image_size
     delay = config.terminate_delay
     train_data = CoTrainingData.build(dataset, text_tok, action_tok, train_eps, image_size, progress, delay)
+    prompt_tokens = mean_action_prompt(train_data)
     held_data = CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], image_size, False, delay)
 
     # The tokenizers are fixed before training: write them now, so every checkpoint is a usable model folder.
@@ -291,6 +292,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
         )
 
     train_phase(train_data, settings, "train-teacher")
+    del train_data  # each round rebuilds the frames with its rollouts: two copies of a large dataset do not fit
     state.setdefault("rounds", [])
     for r in range(len(state["rounds"]) + 1, config.rounds + 1):
         if state["step"] < config.steps + (r - 1) * config.round_steps:
@@ -304,6 +306,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
                      actor=lambda task: TorchVlaPolicy(model, text_tok, action_tok), labeler=ScriptedExpert,
                      policy_name=f"teacher-round-{r}-labelled-by-expert", progress=progress)
         model.to(device).train()
+        round_data = None  # the previous round's frames go before this round's are built
         round_data = CoTrainingData.build_from(round_sources(dataset, train_eps, out, r), text_tok, action_tok,
                                                image_size, progress, delay)
         end = config.steps + r * config.round_steps
@@ -322,7 +325,7 @@ def train_teacher(config: TrainConfig, progress: bool = True, command: list[str]
         "config": {**asdict(config), "sizes": asdict(config.sizes)},
         "parameters": count_parameters(model),
         "image_tokens": config.sizes.image_tokens,
-        "flops_per_action": flops_per_action(model.config, prompt_tokens=mean_action_prompt(train_data)).as_dict(),
+        "flops_per_action": flops_per_action(model.config, prompt_tokens=prompt_tokens).as_dict(),
         "steps": state["step"],
         "samples_seen": state["step"] * config.batch_size,
         "train_seconds": round(state["train_seconds"], 1),
