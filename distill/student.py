@@ -40,6 +40,7 @@ from distill.train_teacher import (
     mean_action_prompt,
     pick_device,
     split_episodes,
+    trained_terminate_delay,
     write_model_folder,
 )
 from distill.training import LoopSettings, resolve_precision, run_loop
@@ -224,6 +225,7 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
     action_tok.save(out / ACTION_TOKENIZER_FILE)
     tokenizer_files = (out / TOKENIZER_FILE, out / ACTION_TOKENIZER_FILE)
     train_eps, held_eps = split_episodes(dataset, config.heldout_fraction)
+    delay = trained_terminate_delay(config.teacher) if teacher.kind != "huggingface" else 0
 
     ckpt = out / CHECKPOINT_DIR
     if (ckpt / "trainer_state.json").is_file():
@@ -248,9 +250,10 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
                             precision=resolve_precision(config.precision, device))
     teacher_size = teacher.image_size or config.sizes.image_size
     student_size = config.sizes.image_size
-    held_s = CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], student_size)
+    held = held_eps or train_eps[:1]
+    held_s = CoTrainingData.build(dataset, text_tok, action_tok, held, student_size, terminate_delay=delay)
     held_t = held_s if teacher_size == student_size else \
-        CoTrainingData.build(dataset, text_tok, action_tok, held_eps or train_eps[:1], teacher_size)
+        CoTrainingData.build(dataset, text_tok, action_tok, held, teacher_size, terminate_delay=delay)
 
     def student_policy():
         return TorchVlaPolicy(student.cpu().eval(), text_tok, action_tok)
@@ -264,9 +267,9 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
                          policy_name=f"student-round-{phase}-labelled-by-teacher", progress=progress)
         sources = round_sources(dataset, train_eps, out, phase)
         data_s = data_t = None  # free the last phase's frames first: two copies of a large dataset do not fit
-        data_s = CoTrainingData.build_from(sources, text_tok, action_tok, student_size, progress)
+        data_s = CoTrainingData.build_from(sources, text_tok, action_tok, student_size, progress, delay)
         data_t = data_s if teacher_size == student_size else \
-            CoTrainingData.build_from(sources, text_tok, action_tok, teacher_size, False)
+            CoTrainingData.build_from(sources, text_tok, action_tok, teacher_size, False, delay)
         labels = label_dataset(teacher.labeler, data_t, labels_dir, topk=teacher.topk, progress=progress)
         student.to(device)
         run_loop(
@@ -290,6 +293,7 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
         "command": command or ["python", "-m", "distill", "student"],
         "seed": config.seed,
         "config": {**asdict(config), "sizes": asdict(config.sizes)},
+        "terminate_delay": delay,  # the teacher's stop-label delay, applied to the expert targets
         "teacher": {"folder": str(config.teacher), "kind": teacher.kind, "parameters": count_parameters(teacher.model),
                     "flops_per_action": teacher_flops.as_dict() if teacher_flops else None,
                     "closed_loop": teacher_loop["tasks"]},

@@ -11,6 +11,7 @@ command again continues from it. Deterministic given --seed: the batch at step k
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -152,6 +153,17 @@ def warm_start(model: VlaModel, source: Path) -> None:
         raise UserError(f"--init-from {source} is a model of other sizes: " + "; ".join(
             (wrong + [f"unexpected {k}" for k in unknown] + [f"missing {k}" for k in missing])[:4]))
     model.load_state_dict(weights, strict=False)
+
+
+def trained_terminate_delay(folder: str | Path) -> int:
+    """The --terminate-delay a teacher folder was trained with (its training.json; 0 when absent), so that a
+    student's expert targets put the stop label where the teacher learned to put it."""
+    path = Path(folder) / TRAINING_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    return int(record.get("config", {}).get("terminate_delay", 0) or 0)
 
 
 def pick_device(name: str) -> torch.device:

@@ -74,6 +74,19 @@ def test_terminate_delay_moves_the_stop_label_and_nothing_else(tiny_dataset):
     assert torch.equal(plain.qa_answer, delayed.qa_answer)  # "has the task succeeded?" keeps the true answer
 
 
+def test_student_reads_the_teachers_stop_label_delay(smoke_teacher, tmp_path):
+    from distill.train_teacher import trained_terminate_delay
+
+    assert trained_terminate_delay(smoke_teacher) == 0  # trained without --terminate-delay
+    record = json.loads((smoke_teacher / "training.json").read_text())
+    record["config"]["terminate_delay"] = 5
+    (tmp_path / "training.json").write_text(json.dumps(record))
+    assert trained_terminate_delay(tmp_path) == 5
+    (tmp_path / "training.json").write_text("{not json")
+    assert trained_terminate_delay(tmp_path) == 0  # a Hugging Face or damaged folder: no delay
+    assert trained_terminate_delay(tmp_path / "missing") == 0
+
+
 def test_smoke_training_lowers_the_loss_and_writes_a_complete_folder(smoke_teacher):
     report = json.loads((smoke_teacher / "training.json").read_text())
     losses = [entry["loss"] for entry in report["loss_log"] if "loss" in entry]
