@@ -181,6 +181,7 @@ class LoadedTeacher:
     student_template: VlaConfig  # vocabulary, special ids and action ids the student takes over
     image_size: int | None  # the teacher's input size (None: its processor resizes)
     topk: int  # question labels kept per position (0: the vocabularies differ, none)
+    terminate_delay: int  # the stop-label delay it was trained with, for the expert targets (0: none or unknown)
 
 
 def load_teacher(config: StudentConfig) -> LoadedTeacher:
@@ -189,7 +190,8 @@ def load_teacher(config: StudentConfig) -> LoadedTeacher:
         model, text_tok, action_tok = load_vla_folder(config.teacher)
         model.eval()
         return LoadedTeacher("vla-edge", model, VlaTeacher(model, config.teacher), TorchVlaPolicy(model, text_tok, action_tok),
-                             text_tok, action_tok, model.config, model.config.vision_config.image_size, DEFAULT_TOPK)
+                             text_tok, action_tok, model.config, model.config.vision_config.image_size, DEFAULT_TOPK,
+                             trained_terminate_delay(config.teacher))
     if not Path(config.teacher).is_dir():
         raise UserError(f"teacher folder {config.teacher} does not exist: pass a vla-edge or Hugging Face model folder")
     if not config.teacher_actions:
@@ -201,7 +203,7 @@ def load_teacher(config: StudentConfig) -> LoadedTeacher:
                                                  teacher_actions.units)
     hf = HFTeacher(config.teacher, teacher_actions, action_tok, config.prompt_template)
     template = config_for_tokenizer(config.sizes, text_tok, table.ids, action_tok.dim)
-    return LoadedTeacher("huggingface", hf.model, hf, HFTeacherPolicy(hf), text_tok, action_tok, template, None, 0)
+    return LoadedTeacher("huggingface", hf.model, hf, HFTeacherPolicy(hf), text_tok, action_tok, template, None, 0, 0)
 
 
 def distill_student(config: StudentConfig, progress: bool = True, command: list[str] | None = None) -> dict:
@@ -225,7 +227,7 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
     action_tok.save(out / ACTION_TOKENIZER_FILE)
     tokenizer_files = (out / TOKENIZER_FILE, out / ACTION_TOKENIZER_FILE)
     train_eps, held_eps = split_episodes(dataset, config.heldout_fraction)
-    delay = trained_terminate_delay(config.teacher) if teacher.kind != "huggingface" else 0
+    delay = teacher.terminate_delay
 
     ckpt = out / CHECKPOINT_DIR
     if (ckpt / "trainer_state.json").is_file():
