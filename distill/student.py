@@ -73,6 +73,7 @@ class StudentConfig:
     warmup_steps: int = 200
     robot_ratio: float = 0.66
     shift: int = 4
+    question_every: int = 4  # scene questions at every 4th frame: 4x fewer rows for the teacher to label
     weights: DistillWeights = field(default_factory=DistillWeights)
     seed: int = 0
     heldout_fraction: float = 0.1
@@ -95,6 +96,8 @@ class StudentConfig:
             raise UserError("--rounds must be >= 0, and each round needs --round-steps and --round-episodes >= 1")
         if not 0 <= self.robot_ratio <= 1:
             raise UserError(f"--robot-ratio must be in [0, 1], got {self.robot_ratio}")
+        if self.question_every < 1:
+            raise UserError(f"--question-every must be at least 1, got {self.question_every}")
         try:
             self.sizes.check()
         except ValueError as err:
@@ -269,9 +272,10 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
                          policy_name=f"student-round-{phase}-labelled-by-teacher", progress=progress)
         sources = round_sources(dataset, train_eps, out, phase)
         data_s = data_t = None  # free the last phase's frames first: two copies of a large dataset do not fit
-        data_s = CoTrainingData.build_from(sources, text_tok, action_tok, student_size, progress, delay)
+        data_s = CoTrainingData.build_from(sources, text_tok, action_tok, student_size, progress, delay,
+                                           config.question_every)
         data_t = data_s if teacher_size == student_size else \
-            CoTrainingData.build_from(sources, text_tok, action_tok, teacher_size, False, delay)
+            CoTrainingData.build_from(sources, text_tok, action_tok, teacher_size, False, delay, config.question_every)
         teacher_device = next(teacher.model.parameters()).device.type
         with torch.autocast(teacher_device, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
             # the teacher labels in the training precision: bf16 is about 2.6x faster on 2 AVX512-BF16 cores

@@ -72,15 +72,18 @@ class CoTrainingData:
 
     @classmethod
     def build(cls, dataset: Dataset, text_tok, action_tok: ActionTokenizer, episodes: list[int], image_size: int,
-              progress: bool = False, terminate_delay: int = 0) -> "CoTrainingData":
+              progress: bool = False, terminate_delay: int = 0, question_every: int = 1) -> "CoTrainingData":
         """Samples from `episodes` of one dataset."""
-        return cls.build_from([(dataset, episodes)], text_tok, action_tok, image_size, progress, terminate_delay)
+        return cls.build_from([(dataset, episodes)], text_tok, action_tok, image_size, progress, terminate_delay,
+                              question_every)
 
     @classmethod
     def build_from(cls, sources: list[tuple[Dataset, list[int]]], text_tok, action_tok: ActionTokenizer,
-                   image_size: int, progress: bool = False, terminate_delay: int = 0) -> "CoTrainingData":
+                   image_size: int, progress: bool = False, terminate_delay: int = 0,
+                   question_every: int = 1) -> "CoTrainingData":
         """Samples from several (dataset, episode indices) sources, in order: frames of each episode, then
-        its answerable questions (every question type at every frame, in QUESTION_TYPES order).
+        its answerable questions (every question type at every `question_every`-th frame, in QUESTION_TYPES
+        order; neighbouring frames look alike, so a stride mostly saves the time a teacher spends labelling).
 
         terminate_delay: the first `terminate_delay` frames after success are relabelled terminate = 0 (see
         `delay_terminate`); the scene questions keep the simulator's own success."""
@@ -120,7 +123,7 @@ class CoTrainingData:
             targets.append(action_tok.encode(delay_terminate(ep.actions, ep.info.success_step, terminate_delay)))
             frame_prompt += [prompt_id(action_prompt(ep.info.instruction))] * len(ep)
             qa_start = len(qa_frame)
-            for t in range(len(ep)):
+            for t in range(0, len(ep), question_every):
                 for kind in QUESTION_TYPES:
                     qa = answer(kind, ep.info.task, ep.sim_obs, t, ep.info.success_step)
                     if qa is None:

@@ -74,6 +74,29 @@ def test_terminate_delay_moves_the_stop_label_and_nothing_else(tiny_dataset):
     assert torch.equal(plain.qa_answer, delayed.qa_answer)  # "has the task succeeded?" keeps the true answer
 
 
+def test_question_stride_keeps_every_kth_frames_questions(tiny_dataset):
+    from distill.dataset import Dataset
+    from distill.teacher_data import CoTrainingData
+    from distill.text_tokenizer import build_text_tokenizer
+    from runtime.action_tokenizer import ActionTokenizer
+
+    ds = Dataset.open(tiny_dataset)
+    text_tok, table = build_text_tokenizer()
+    stats = ds.action_stats
+    action_tok = ActionTokenizer.from_statistics(stats.names, low=stats.p01, high=stats.p99, table=table)
+    episodes = [e.index for e in ds.episodes]
+    every = CoTrainingData.build(ds, text_tok, action_tok, episodes, 32)
+    strided = CoTrainingData.build(ds, text_tok, action_tok, episodes, 32, question_every=3)
+    assert torch.equal(every.action_targets, strided.action_targets)  # the robot frames are all kept
+    for full, part in zip(every.episode_rows, strided.episode_rows):
+        local = strided.qa_frame[part.qa_start:part.qa_end] - part.frame_start
+        assert len(local) and bool((local % 3 == 0).all())
+        keep = [i for i in range(full.qa_start, full.qa_end) if (every.qa_frame[i] - full.frame_start) % 3 == 0]
+        assert torch.equal(strided.qa_answer[part.qa_start:part.qa_end], every.qa_answer[keep])
+        assert strided.qa_kind[part.qa_start:part.qa_end] == [every.qa_kind[i] for i in keep]
+    assert 0 < len(strided.qa_frame) < len(every.qa_frame) / 2
+
+
 def test_student_reads_the_teachers_stop_label_delay(smoke_teacher, tmp_path):
     from distill.train_teacher import trained_terminate_delay
 
