@@ -196,7 +196,7 @@ def cmd_student(args) -> int:
 
     config = (smoke_student_config if args.smoke else StudentConfig)(args.teacher, args.dataset, args.out)
     for key in ("steps", "rounds", "round_steps", "round_episodes", "eval_seeds", "labels", "teacher_actions",
-                "prompt_template", "question_every"):
+                "prompt_template", "question_every", "round_ratio"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.temperature is not None:
@@ -353,6 +353,9 @@ _st.add_argument("--labels", help="teacher-label cache folder (default: <out>/la
 _st.add_argument("--teacher-actions",
                  help="for a Hugging Face teacher: its action tokenizer JSON (statistics + 256 ids of its vocabulary)")
 _st.add_argument("--prompt-template", help="for a Hugging Face teacher: prompt with {instruction} (default: {instruction})")
+_st.add_argument("--round-ratio", type=float,
+                 help="share of robot samples drawn from the on-policy rounds' frames (default: 0, uniform over "
+                      "demonstrations and rounds, where the rounds are a few percent)")
 _st.add_argument("--question-every", type=int,
                  help="scene questions at every k-th frame (default: 4; 1 labels them at every frame, ~2.4x the "
                       "teacher-labelling time)")

@@ -67,6 +67,7 @@ class StudentConfig:
     rounds: int = 2  # on-policy (DAgger) rounds
     round_steps: int = 1500  # training steps after each round's data is added
     round_episodes: int = 10  # student episodes per task per round
+    round_ratio: float = 0.0  # share of robot samples drawn from the rounds' frames (0: uniform over all frames)
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -96,6 +97,8 @@ class StudentConfig:
             raise UserError("--rounds must be >= 0, and each round needs --round-steps and --round-episodes >= 1")
         if not 0 <= self.robot_ratio <= 1:
             raise UserError(f"--robot-ratio must be in [0, 1], got {self.robot_ratio}")
+        if not 0 <= self.round_ratio <= 1:
+            raise UserError(f"--round-ratio must be in [0, 1], got {self.round_ratio}")
         if self.question_every < 1:
             raise UserError(f"--question-every must be at least 1, got {self.question_every}")
         try:
@@ -280,10 +283,12 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
         with torch.autocast(teacher_device, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
             # the teacher labels in the training precision: bf16 is about 2.6x faster on 2 AVX512-BF16 cores
             labels = label_dataset(teacher.labeler, data_t, labels_dir, topk=teacher.topk, progress=progress)
+        rounds_from = data_s.episode_rows[len(train_eps) - 1].frame_end  # the rounds' frames follow the demos
         student.to(device)
         run_loop(
             student, optimizer, state, replace(settings, stop_at=config.phase_end(phase)),
-            sample=lambda rng: data_s.sample(rng, config.batch_size, config.robot_ratio, config.shift),
+            sample=lambda rng: data_s.sample(rng, config.batch_size, config.robot_ratio, config.shift,
+                                             rounds_from, config.round_ratio),
             loss_fn=lambda m, batch: distill_loss(m, batch, labels, config.weights, device),
             save=lambda st: save_checkpoint(ckpt, student, optimizer, st, extra_files=tokenizer_files),
             desc=f"distill phase {phase}", progress=progress,

@@ -177,13 +177,21 @@ class CoTrainingData:
         return {"frames": frames, "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
                 "target_inputs": inputs, "labels": targets}
 
-    def sample(self, rng: np.random.Generator, batch_size: int, robot_ratio: float, shift: int) -> dict[str, torch.Tensor]:
-        """A mixed batch: each row is a robot sample with probability `robot_ratio`, else a question."""
+    def sample(self, rng: np.random.Generator, batch_size: int, robot_ratio: float, shift: int,
+               tail_from: int | None = None, tail_ratio: float = 0.0) -> dict[str, torch.Tensor]:
+        """A mixed batch: each row is a robot sample with probability `robot_ratio`, else a question.
+
+        tail_from, tail_ratio: a robot row comes from frames [tail_from, N) with probability `tail_ratio`
+        (the on-policy rounds, which sit after the demonstrations), else uniformly from every frame."""
         robot = rng.random(batch_size) < robot_ratio
         if len(self.qa_frame) == 0:
             robot[:] = True
         n_robot = int(robot.sum())
-        frame_rows = torch.from_numpy(rng.integers(0, len(self), n_robot))
+        frame_rows = rng.integers(0, len(self), n_robot)
+        if tail_from is not None and tail_ratio > 0 and tail_from < len(self):
+            tail = rng.random(n_robot) < tail_ratio
+            frame_rows[tail] = rng.integers(tail_from, len(self), int(tail.sum()))
+        frame_rows = torch.from_numpy(frame_rows)
         qa_rows = torch.from_numpy(rng.integers(0, max(len(self.qa_frame), 1), batch_size - n_robot))
         frame_idx = torch.cat([frame_rows, self.qa_frame[qa_rows] if len(qa_rows) else qa_rows])
         prompt_idx = torch.cat([self.frame_prompt[frame_rows], self.qa_prompt[qa_rows] if len(qa_rows) else qa_rows])

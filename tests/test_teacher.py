@@ -97,6 +97,30 @@ def test_question_stride_keeps_every_kth_frames_questions(tiny_dataset):
     assert 0 < len(strided.qa_frame) < len(every.qa_frame) / 2
 
 
+def test_sampling_can_weight_the_tail_of_the_frames(tiny_dataset):
+    from distill.dataset import Dataset
+    from distill.teacher_data import CoTrainingData
+    from distill.text_tokenizer import build_text_tokenizer
+    from runtime.action_tokenizer import ActionTokenizer
+
+    ds = Dataset.open(tiny_dataset)
+    text_tok, table = build_text_tokenizer()
+    stats = ds.action_stats
+    action_tok = ActionTokenizer.from_statistics(stats.names, low=stats.p01, high=stats.p99, table=table)
+    data = CoTrainingData.build(ds, text_tok, action_tok, [e.index for e in ds.episodes], 32)
+    tail_from = data.episode_rows[-1].frame_start  # stands for a round's frames after the demonstrations
+    share = (len(data) - tail_from) / len(data)
+
+    def tail_share(ratio: float) -> float:
+        rng = np.random.default_rng(0)
+        rows = torch.cat([data.sample(rng, 64, 1.0, 0, tail_from, ratio)["robot_rows"] for _ in range(20)])
+        return float((rows >= tail_from).float().mean())
+
+    assert tail_share(1.0) == 1.0
+    assert abs(tail_share(0.0) - share) < 0.08  # uniform
+    assert abs(tail_share(0.5) - (0.5 + 0.5 * share)) < 0.08
+
+
 def test_student_reads_the_teachers_stop_label_delay(smoke_teacher, tmp_path):
     from distill.train_teacher import trained_terminate_delay
 
