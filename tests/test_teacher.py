@@ -48,8 +48,9 @@ def test_scene_questions_follow_the_simulator_state(tiny_dataset):
     assert answer("open_closed", "reach-v3", ep.sim_obs, 0, s) is None  # not a question for that task
 
 
-def test_terminate_delay_moves_the_stop_label_and_nothing_else(tiny_dataset):
-    from distill.dataset import TERMINATE_INDEX, Dataset
+def tiny_training_data(tiny_dataset, **options):
+    """(dataset, action tokenizer, CoTrainingData of every episode at 32 px) for the tiny recording."""
+    from distill.dataset import Dataset
     from distill.teacher_data import CoTrainingData
     from distill.text_tokenizer import build_text_tokenizer
     from runtime.action_tokenizer import ActionTokenizer
@@ -58,9 +59,15 @@ def test_terminate_delay_moves_the_stop_label_and_nothing_else(tiny_dataset):
     text_tok, table = build_text_tokenizer()
     stats = ds.action_stats
     action_tok = ActionTokenizer.from_statistics(stats.names, low=stats.p01, high=stats.p99, table=table)
-    episodes = [e.index for e in ds.episodes]
-    plain = CoTrainingData.build(ds, text_tok, action_tok, episodes, 32)
-    delayed = CoTrainingData.build(ds, text_tok, action_tok, episodes, 32, terminate_delay=2)
+    data = CoTrainingData.build(ds, text_tok, action_tok, [e.index for e in ds.episodes], 32, **options)
+    return ds, action_tok, data
+
+
+def test_terminate_delay_moves_the_stop_label_and_nothing_else(tiny_dataset):
+    from distill.dataset import TERMINATE_INDEX
+
+    ds, action_tok, plain = tiny_training_data(tiny_dataset)
+    delayed = tiny_training_data(tiny_dataset, terminate_delay=2)[2]
     stop = action_tok.encode(np.eye(1, 5, TERMINATE_INDEX, dtype=np.float32))[0, TERMINATE_INDEX]
     for rows in delayed.episode_rows:
         s = ds.episodes[rows.episode].success_step  # the tiny dataset records 3 frames after success
@@ -75,18 +82,8 @@ def test_terminate_delay_moves_the_stop_label_and_nothing_else(tiny_dataset):
 
 
 def test_question_stride_keeps_every_kth_frames_questions(tiny_dataset):
-    from distill.dataset import Dataset
-    from distill.teacher_data import CoTrainingData
-    from distill.text_tokenizer import build_text_tokenizer
-    from runtime.action_tokenizer import ActionTokenizer
-
-    ds = Dataset.open(tiny_dataset)
-    text_tok, table = build_text_tokenizer()
-    stats = ds.action_stats
-    action_tok = ActionTokenizer.from_statistics(stats.names, low=stats.p01, high=stats.p99, table=table)
-    episodes = [e.index for e in ds.episodes]
-    every = CoTrainingData.build(ds, text_tok, action_tok, episodes, 32)
-    strided = CoTrainingData.build(ds, text_tok, action_tok, episodes, 32, question_every=3)
+    every = tiny_training_data(tiny_dataset)[2]
+    strided = tiny_training_data(tiny_dataset, question_every=3)[2]
     assert torch.equal(every.action_targets, strided.action_targets)  # the robot frames are all kept
     for full, part in zip(every.episode_rows, strided.episode_rows):
         local = strided.qa_frame[part.qa_start:part.qa_end] - part.frame_start
@@ -98,16 +95,7 @@ def test_question_stride_keeps_every_kth_frames_questions(tiny_dataset):
 
 
 def test_sampling_can_weight_the_tail_of_the_frames(tiny_dataset):
-    from distill.dataset import Dataset
-    from distill.teacher_data import CoTrainingData
-    from distill.text_tokenizer import build_text_tokenizer
-    from runtime.action_tokenizer import ActionTokenizer
-
-    ds = Dataset.open(tiny_dataset)
-    text_tok, table = build_text_tokenizer()
-    stats = ds.action_stats
-    action_tok = ActionTokenizer.from_statistics(stats.names, low=stats.p01, high=stats.p99, table=table)
-    data = CoTrainingData.build(ds, text_tok, action_tok, [e.index for e in ds.episodes], 32)
+    data = tiny_training_data(tiny_dataset)[2]
     tail_from = data.episode_rows[-1].frame_start  # stands for a round's frames after the demonstrations
     share = (len(data) - tail_from) / len(data)
 
