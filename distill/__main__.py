@@ -192,13 +192,17 @@ def cmd_train_teacher(args) -> int:
 def cmd_student(args) -> int:
     import dataclasses
 
-    from distill.student import StudentConfig, distill_student, smoke_student_config
+    from distill.student import StudentConfig, distill_student, parse_sizes, smoke_student_config
 
     config = (smoke_student_config if args.smoke else StudentConfig)(args.teacher, args.dataset, args.out)
     for key in ("steps", "rounds", "round_steps", "round_episodes", "eval_seeds", "labels", "teacher_actions",
-                "prompt_template", "question_every", "round_ratio"):
+                "prompt_template", "question_every", "round_ratio", "lr", "init_from", "robot_ratio"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
+    if args.sizes is not None:
+        if args.init_from:
+            raise UserError("--sizes and --init-from both set the student's shape: --init-from takes its folder's sizes")
+        config.sizes = parse_sizes(args.sizes, config.sizes)
     if args.temperature is not None:
         config.weights = dataclasses.replace(config.weights, temperature=args.temperature)
     config.seed, config.threads, config.device, config.precision = args.seed, args.threads, args.device, args.precision
@@ -349,6 +353,13 @@ _st.add_argument("--rounds", type=int, help="on-policy rounds (default: 2)")
 _st.add_argument("--round-steps", type=int, help="training steps after each round (default: 1500)")
 _st.add_argument("--round-episodes", type=int, help="student episodes per task per round (default: 10)")
 _st.add_argument("--eval-seeds", type=int, help="closed-loop seeds per task after each phase (default: 20)")
+_st.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3)")
+_st.add_argument("--robot-ratio", type=float, help="share of robot frames in a batch, the rest scene questions "
+                                                   "(default: 0.66)")
+_st.add_argument("--sizes", help="the student's shape: changes to the default student, e.g. "
+                                 "'vision_width=96,text_width=112' (fields of ModelSizes in distill/model.py)")
+_st.add_argument("--init-from", help="continue from a student folder's weights (a new --out only; its sizes are used): "
+                                     "e.g. models/student, to distil further from the same teacher")
 _st.add_argument("--labels", help="teacher-label cache folder (default: <out>/labels)")
 _st.add_argument("--teacher-actions",
                  help="for a Hugging Face teacher: its action tokenizer JSON (statistics + 256 ids of its vocabulary)")

@@ -41,6 +41,7 @@ from distill.train_teacher import (
     pick_device,
     split_episodes,
     trained_terminate_delay,
+    warm_start,
     write_model_folder,
 )
 from distill.training import LoopSettings, resolve_precision, run_loop
@@ -81,6 +82,7 @@ class StudentConfig:
     eval_seeds: int = 20
     eval_max_steps: int = 200
     labels: str | None = None  # teacher-label cache (default <out>/labels)
+    init_from: str | None = None  # continue from this student folder's weights (a new run only; sizes from it)
     teacher_actions: str | None = None  # a Hugging Face teacher's action tokenizer JSON
     prompt_template: str = "{instruction}"  # a Hugging Face teacher's prompt
     checkpoint_every: int = 250
@@ -120,6 +122,43 @@ def smoke_student_config(teacher: str, dataset: str, out: str) -> StudentConfig:
     return StudentConfig(teacher=teacher, dataset=dataset, out=out, sizes=SMOKE_STUDENT_SIZES, steps=30, rounds=1,
                          round_steps=10, round_episodes=1, batch_size=8, lr=3e-3, warmup_steps=5, shift=1,
                          eval_seeds=1, eval_max_steps=15, checkpoint_every=20, log_every=10)
+
+
+def parse_sizes(text: str, base: ModelSizes = STUDENT_SIZES) -> ModelSizes:
+    """'vision_width=96,text_width=112' -> the default student's sizes with those fields changed."""
+    names = {f for f in asdict(base) if f != "views"}  # views come from the dataset
+    changes = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names or not value.strip().isdigit():
+            raise UserError(f"--sizes: '{item}' is not <field>=<integer> with a field among {', '.join(sorted(names))}")
+        changes[key] = int(value)
+    sizes = replace(base, **changes)
+    try:
+        return sizes.check()
+    except ValueError as err:
+        raise UserError(f"--sizes: {err}") from None
+
+
+def init_sizes(config: StudentConfig, template: VlaConfig, camera: str, views: int) -> ModelSizes:
+    """The sizes of the --init-from student (a folder or checkpoint), once it is known to fit this teacher and data."""
+    import json
+
+    source = Path(config.init_from)
+    try:
+        saved = json.loads((source / "config.json").read_text())
+        sizes = ModelSizes(**saved["sizes"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"--init-from {source}: no readable vla-edge config.json there ({err}): pass a student "
+                        f"folder written by `python -m distill student` or its checkpoint") from None
+    if list(saved.get("action_ids", [])) != list(template.action_ids):
+        raise UserError(f"--init-from {source} uses another action-id table than the teacher: teacher and student "
+                        f"must share their action ids")
+    if saved.get("camera") != camera or sizes.views != views:
+        raise UserError(f"--init-from {source} was trained on '{saved.get('camera')}' frames ({sizes.views} views), "
+                        f"the dataset holds '{camera}' ({views} views): pass a dataset recorded with its camera")
+    return sizes
 
 
 def student_model_config(teacher_config: VlaConfig, sizes: ModelSizes, camera: str | None = None) -> VlaConfig:
@@ -225,6 +264,12 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
             f"the teacher {config.teacher} was trained on '{teacher_camera}' frames but {config.dataset} holds "
             f"'{dataset.image['camera']}' frames: record a dataset with --camera {teacher_camera}"
         )
+    views, camera = dataset_views(dataset), dataset.image["camera"]
+    ckpt = Path(config.out) / CHECKPOINT_DIR
+    resuming = (ckpt / "trainer_state.json").is_file()
+    if not resuming:  # a new run: its sizes, checked before anything is written
+        config.sizes = init_sizes(config, teacher.student_template, camera, views) if config.init_from \
+            else replace(config.sizes, views=views)
     text_tok, action_tok = teacher.text_tok, teacher.action_tok
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,19 +280,19 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
     train_eps, held_eps = split_episodes(dataset, config.heldout_fraction)
     delay = teacher.terminate_delay
 
-    ckpt = out / CHECKPOINT_DIR
-    if (ckpt / "trainer_state.json").is_file():
+    if resuming:
         student, optimizer, state = load_checkpoint(ckpt, VlaModel, lambda m: make_optimizer(m, config))
         if list(student.config.action_ids) != list(action_tok.table.ids):
             raise UserError(
                 f"the student in {ckpt} uses another action-id table than the teacher {config.teacher}: "
                 f"teacher and student must share their action ids; delete {ckpt} to distil from this teacher"
             )
+        config.sizes = ModelSizes(**student.config.sizes)
     else:
         torch.manual_seed(config.seed)
-        config.sizes = replace(config.sizes, views=dataset_views(dataset))
-        student = VlaModel(student_model_config(teacher.student_template, config.sizes,
-                                                    camera=dataset.image["camera"]))
+        student = VlaModel(student_model_config(teacher.student_template, config.sizes, camera=camera))
+        if config.init_from:
+            warm_start(student, Path(config.init_from))
         optimizer = make_optimizer(student, config)
         state = {"step": 0, "seed": config.seed, "train_seconds": 0.0, "log": [], "phases": []}
     student.to(device)

@@ -123,3 +123,39 @@ def test_empty_dataset_is_refused(teacher, tiny_dataset, tmp_path):
                       "--smoke", "--no-progress")
     assert proc.returncode == 2 and "empty" in proc.stderr, proc.stderr[-2000:]
     assert not out.exists()
+
+
+def test_init_from_continues_a_student(teacher, tiny_dataset, tmp_path):
+    """--init-from starts a new run from a student's weights and sizes: its first losses are the trained ones."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--teacher", str(teacher), "--dataset", str(tiny_dataset), "--labels", str(tmp_path / "labels"),
+              "--smoke", "--rounds", "0", "--eval-seeds", "1", "--no-progress"]
+    proc = run_module("distill", "student", *common, "--out", str(first), "--sizes", "text_width=24")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_module("distill", "student", *common, "--out", str(second), "--init-from", str(first))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (first, second))
+    assert a["config"]["sizes"]["text_width"] == b["config"]["sizes"]["text_width"] == 24
+    assert b["config"]["init_from"] == str(first)
+    assert b["loss_log"][0]["loss"] < a["loss_log"][0]["loss"] - 0.2, (a["loss_log"][0], b["loss_log"][0])
+
+
+def test_sizes_option_changes_only_known_fields():
+    from distill.student import STUDENT_SIZES, parse_sizes
+    from runtime.errors import UserError
+
+    sizes = parse_sizes("vision_width=96, text-width=112")
+    assert (sizes.vision_width, sizes.text_width, sizes.text_layers) == (96, 112, STUDENT_SIZES.text_layers)
+    for bad, message in (("vision_depth=3", "is not <field>=<integer>"), ("views=2", "is not <field>=<integer>"),
+                         ("text_width=ten", "is not <field>=<integer>"), ("vision_width=95", "multiples of")):
+        with pytest.raises(UserError, match=message):
+            parse_sizes(bad)
+
+
+def test_init_from_a_folder_that_is_not_a_student_is_refused(teacher, tiny_dataset, tmp_path):
+    out = tmp_path / "student"
+    proc = run_module("distill", "student", "--teacher", str(teacher), "--dataset", str(tiny_dataset), "--out", str(out),
+                      "--smoke", "--no-progress", "--init-from", str(tiny_dataset))
+    assert proc.returncode == 2 and "no readable vla-edge config.json" in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1
+    assert not out.exists()  # nothing written
