@@ -141,11 +141,10 @@ def parse_sizes(text: str, base: ModelSizes = STUDENT_SIZES) -> ModelSizes:
         raise UserError(f"--sizes: {err}") from None
 
 
-def init_sizes(config: StudentConfig, template: VlaConfig, camera: str, views: int) -> ModelSizes:
+def init_sizes(source: Path, template: VlaConfig, camera: str, views: int) -> ModelSizes:
     """The sizes of the --init-from student (a folder or checkpoint), once it is known to fit this teacher and data."""
     import json
 
-    source = Path(config.init_from)
     try:
         saved = json.loads((source / "config.json").read_text())
         sizes = ModelSizes(**saved["sizes"])
@@ -265,13 +264,13 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
             f"'{dataset.image['camera']}' frames: record a dataset with --camera {teacher_camera}"
         )
     views, camera = dataset_views(dataset), dataset.image["camera"]
-    ckpt = Path(config.out) / CHECKPOINT_DIR
+    out = Path(config.out)
+    ckpt = out / CHECKPOINT_DIR
     resuming = (ckpt / "trainer_state.json").is_file()
     if not resuming:  # a new run: its sizes, checked before anything is written
-        config.sizes = init_sizes(config, teacher.student_template, camera, views) if config.init_from \
-            else replace(config.sizes, views=views)
+        config.sizes = init_sizes(Path(config.init_from), teacher.student_template, camera, views) \
+            if config.init_from else replace(config.sizes, views=views)
     text_tok, action_tok = teacher.text_tok, teacher.action_tok
-    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     labels_dir = Path(config.labels) if config.labels else out / "labels"
     save_text_tokenizer(text_tok, out)
