@@ -156,14 +156,20 @@ def warm_start(model: VlaModel, source: Path) -> None:
 
 
 def trained_terminate_delay(folder: str | Path) -> int:
-    """The --terminate-delay a teacher folder was trained with (its training.json; 0 when absent), so that a
-    student's expert targets put the stop label where the teacher learned to put it."""
+    """The --terminate-delay a teacher folder was trained with (its training.json; 0 when the folder has none,
+    as a Hugging Face teacher), so that a student's expert targets put the stop label where the teacher
+    learned to put it. A training.json that cannot be read is refused: a silent 0 would move the stop label."""
     path = Path(folder) / TRAINING_FILE
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.is_file():
         return 0
-    return int(record.get("config", {}).get("terminate_delay", 0) or 0)
+    try:
+        delay = json.loads(path.read_text()).get("config", {}).get("terminate_delay", 0) or 0
+        if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
+            raise ValueError(f"terminate_delay {delay!r} is not a whole number of frames")
+    except (OSError, ValueError, AttributeError) as err:
+        raise UserError(f"{path} is damaged ({err}): restore it from the run that trained the teacher, or "
+                        f"delete it if the teacher was trained without --terminate-delay") from None
+    return delay
 
 
 def pick_device(name: str) -> torch.device:

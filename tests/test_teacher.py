@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_sim, run_module
+from runtime.errors import UserError
 
 torch = pytest.importorskip("torch")
 pytestmark = needs_sim
@@ -117,9 +118,11 @@ def test_student_reads_the_teachers_stop_label_delay(smoke_teacher, tmp_path):
     record["config"]["terminate_delay"] = 5
     (tmp_path / "training.json").write_text(json.dumps(record))
     assert trained_terminate_delay(tmp_path) == 5
-    (tmp_path / "training.json").write_text("{not json")
-    assert trained_terminate_delay(tmp_path) == 0  # a Hugging Face or damaged folder: no delay
-    assert trained_terminate_delay(tmp_path / "missing") == 0
+    assert trained_terminate_delay(tmp_path / "missing") == 0  # a Hugging Face teacher: no training.json
+    for damaged in ("{not json", "[5]", '{"config": {"terminate_delay": -1}}', '{"config": {"terminate_delay": "5"}}'):
+        (tmp_path / "training.json").write_text(damaged)
+        with pytest.raises(UserError, match="training.json is damaged"):
+            trained_terminate_delay(tmp_path)
 
 
 def test_smoke_training_lowers_the_loss_and_writes_a_complete_folder(smoke_teacher):
