@@ -6,9 +6,9 @@ Examples:
     python -m benchmarks serial_rtt --actions 2000 --bauds 115200,1000000 --out runs/serial_rtt.json
     python -m benchmarks decode-speed --model models/student --bundle bundles/student-fp32 --frames 200
     python -m benchmarks latency --student models/student --teacher models/teacher --frames 200
-    python -m benchmarks quality --student models/student --teacher models/teacher --dataset data/demos --seeds 20
+    python -m benchmarks quality --student models/student --teacher models/teacher --dataset data/demos_3v --seeds 20
     python -m benchmarks scaling --teacher models/teacher
-    python -m benchmarks all --student models/student --teacher models/teacher --dataset data/demos --readme README.md
+    python -m benchmarks all --student models/student --teacher models/teacher --dataset data/demos_3v --readme README.md
     python -m benchmarks report --out benchmarks/results
 """
 

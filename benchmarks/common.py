@@ -115,8 +115,8 @@ def atomic_png(path: str | os.PathLike) -> Iterator[str]:
 def check_model_folder(path: str, role: str) -> Path:
     """A vla-edge model folder, or a UserError that names the command that makes one."""
     folder = Path(path)
-    makers = {"teacher": "python -m distill train-teacher --dataset data/demos --out models/teacher",
-              "student": "python -m distill student --teacher models/teacher --dataset data/demos --out models/student"}
+    makers = {"teacher": "python -m distill train-teacher --dataset data/demos_3v --out models/teacher",
+              "student": "python -m distill student --teacher models/teacher --dataset data/demos_3v --out models/student"}
     make = makers.get(role, makers["teacher"])
     if not folder.is_dir():
         raise UserError(f"--{role} {path} does not exist: make it with `{make}`")

@@ -15,7 +15,7 @@ command exits 1 when an exact (fp32) path disagrees. Frames are held-out dataset
 (the export parity set), else seeded random frames.
 
     python -m benchmarks decode-speed --model models/student --bundle bundles/student-fp32 \\
-        --bundle bundles/student-int8 --dataset data/demos --frames 200 --out benchmarks/results/decode_speed.json
+        --bundle bundles/student-int8 --dataset data/demos_3v --frames 200 --out benchmarks/results/decode_speed.json
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ def _export_genai(model: str, out: Path) -> Path:
 
 # -- command line -------------------------------------------------------------------------------------
 EXAMPLE = ("python -m benchmarks decode-speed --model models/student --bundle bundles/student-fp32 "
-           "--dataset data/demos --frames 200 --out benchmarks/results/decode_speed.json")
+           "--dataset data/demos_3v --frames 200 --out benchmarks/results/decode_speed.json")
 
 
 def add_arguments(parser) -> None:

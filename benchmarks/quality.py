@@ -17,7 +17,7 @@ The evaluator steps the simulator as fast as the policy decides (no clock, raw a
 run at --rate Hz through the runtime's loop (safety envelope, fixed-point serial quantization, held steps
 when a reply is late). The `lan` row is the reference for what that harness alone changes.
 
-    python -m benchmarks quality --student models/student --teacher models/teacher --dataset data/demos --seeds 20
+    python -m benchmarks quality --student models/student --teacher models/teacher --dataset data/demos_3v --seeds 20
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ NORMAL = {"frames": 200, "warmup": 5, "parity_frames": 50, "seeds": 20, "max_ste
 LATENCY_EXAMPLE = ("python -m benchmarks latency --student models/student --teacher models/teacher "
                    "--bundles-dir runs/bundles --frames 200 --profiles lan,wifi,lte,cloud --out benchmarks/results")
 QUALITY_EXAMPLE = ("python -m benchmarks quality --student models/student --teacher models/teacher "
-                   "--dataset data/demos --seeds 20 --workers 2")
+                   "--dataset data/demos_3v --seeds 20 --workers 2")
 SCALING_EXAMPLE = "python -m benchmarks scaling --teacher models/teacher --frames 30"
-ALL_EXAMPLE = ("python -m benchmarks all --student models/student --teacher models/teacher --dataset data/demos "
+ALL_EXAMPLE = ("python -m benchmarks all --student models/student --teacher models/teacher --dataset data/demos_3v "
                "--readme README.md")
 REPORT_EXAMPLE = "python -m benchmarks report --out benchmarks/results --readme README.md"
 
