@@ -141,6 +141,13 @@ def parse_sizes(text: str, base: ModelSizes = STUDENT_SIZES) -> ModelSizes:
         raise UserError(f"--sizes: {err}") from None
 
 
+def require_teacher_action_ids(student_ids, teacher_ids, what: str, remedy: str) -> None:
+    """Refuse a student whose action-id table is not the teacher's: the KL compares the same 256 ids."""
+    if list(student_ids) != list(teacher_ids):
+        raise UserError(f"{what} uses another action-id table than the teacher: teacher and student must share "
+                        f"their action ids; {remedy}")
+
+
 def init_sizes(source: Path, template: VlaConfig, camera: str, views: int) -> ModelSizes:
     """The sizes of the --init-from student (a folder or checkpoint), once it is known to fit this teacher and data."""
     import json
@@ -151,9 +158,8 @@ def init_sizes(source: Path, template: VlaConfig, camera: str, views: int) -> Mo
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"--init-from {source}: no readable vla-edge config.json there ({err}): pass a student "
                         f"folder written by `python -m distill student` or its checkpoint") from None
-    if list(saved.get("action_ids", [])) != list(template.action_ids):
-        raise UserError(f"--init-from {source} uses another action-id table than the teacher: teacher and student "
-                        f"must share their action ids")
+    require_teacher_action_ids(saved.get("action_ids", []), template.action_ids, f"--init-from {source}",
+                               "pass a student distilled from this teacher")
     if saved.get("camera") != camera or sizes.views != views:
         raise UserError(f"--init-from {source} was trained on '{saved.get('camera')}' frames ({sizes.views} views), "
                         f"the dataset holds '{camera}' ({views} views): pass a dataset recorded with its camera")
@@ -281,11 +287,8 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
 
     if resuming:
         student, optimizer, state = load_checkpoint(ckpt, VlaModel, lambda m: make_optimizer(m, config))
-        if list(student.config.action_ids) != list(action_tok.table.ids):
-            raise UserError(
-                f"the student in {ckpt} uses another action-id table than the teacher {config.teacher}: "
-                f"teacher and student must share their action ids; delete {ckpt} to distil from this teacher"
-            )
+        require_teacher_action_ids(student.config.action_ids, action_tok.table.ids, f"the student in {ckpt}",
+                                   f"delete {ckpt} to distil from the teacher {config.teacher}")
         config.sizes = ModelSizes(**student.config.sizes)
     else:
         torch.manual_seed(config.seed)

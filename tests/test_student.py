@@ -110,6 +110,12 @@ def test_student_with_other_action_ids_is_refused(teacher, tiny_dataset, tmp_pat
                       "--smoke", "--steps", "40", "--rounds", "0", "--no-progress")
     assert proc.returncode == 2 and "action-id table" in proc.stderr, proc.stderr[-2000:]
     assert (out / "checkpoint" / "model.safetensors").read_bytes() == weights_before
+    # the same student as a warm start of a new run is refused before anything is written
+    fresh = tmp_path / "fresh"
+    proc = run_module("distill", "student", "--teacher", str(teacher), "--dataset", str(tiny_dataset), "--out",
+                      str(fresh), "--init-from", str(out / "checkpoint"), "--smoke", "--rounds", "0", "--no-progress")
+    assert proc.returncode == 2 and "--init-from" in proc.stderr and "action-id table" in proc.stderr, proc.stderr
+    assert not fresh.exists()
 
 
 def test_empty_dataset_is_refused(teacher, tiny_dataset, tmp_path):
