@@ -182,6 +182,8 @@ def test_quantized_bundles_are_compared_with_fp32(checkpoint, tmp_path, precisio
     assert 0.0 <= versus["token_agreement"] <= 1.0 and versus["max_abs_logit_diff"] > 0  # really lower precision
     proc = run_module("export", "verify", str(out), "--parity-frames", "10", "--min-agreement", "0.5")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_module("export", "verify", str(out), "--parity-frames", "10", "--min-agreement", "1.01")  # unreachable
+    assert proc.returncode == 2 and "--min-agreement" in proc.stderr and "pass --dataset" in proc.stderr, proc.stderr
 
 
 def test_static_int8_is_calibrated_on_training_frames(checkpoint, tiny_dataset, tmp_path):
