@@ -196,7 +196,8 @@ def cmd_student(args) -> int:
 
     config = (smoke_student_config if args.smoke else StudentConfig)(args.teacher, args.dataset, args.out)
     for key in ("steps", "rounds", "round_steps", "round_episodes", "eval_seeds", "labels", "teacher_actions",
-                "prompt_template", "question_every", "round_ratio", "lr", "init_from", "robot_ratio"):
+                "prompt_template", "question_every", "round_ratio", "lr", "init_from", "robot_ratio",
+                "round_labeller", "eval_phases", "eval_workers"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.sizes is not None:
@@ -367,6 +368,14 @@ _st.add_argument("--prompt-template", help="for a Hugging Face teacher: prompt w
 _st.add_argument("--round-ratio", type=float,
                  help="share of robot samples drawn from the on-policy rounds' frames (default: 0, uniform over "
                       "demonstrations and rounds, where the rounds are a few percent)")
+_st.add_argument("--round-labeller", choices=("teacher", "expert"),
+                 help="who writes a round's action tokens (the cross-entropy targets; the teacher's KL covers the "
+                      "round's frames either way): the teacher's greedy actions, or the scripted expert's, which "
+                      "reads the simulator state (default: teacher)")
+_st.add_argument("--eval-phases", choices=("all", "last"),
+                 help="closed loop after every phase, or after the last one only (default: all)")
+_st.add_argument("--eval-workers", type=int,
+                 help="closed-loop evaluation processes, one torch thread each (default: 1)")
 _st.add_argument("--question-every", type=int,
                  help="scene questions at every k-th frame (default: 4; 1 labels them at every frame, ~2.4x the "
                       "teacher-labelling time)")

@@ -5,8 +5,16 @@ DAgger-style on-policy rounds (the student drives, the teacher labels what it se
     python -m distill student --teacher runs/smoke_teacher --dataset data/tiny --out runs/smoke_student --smoke
 
 Phases: offline distillation for --steps, then for each round: record --round-episodes student
-episodes per task, labelled by the teacher, add them to the data, train --round-steps more. Closed-loop
-success is measured after every phase (what each round adds) and for the teacher on the same seeds.
+episodes per task, add them to the data, train --round-steps more. The teacher's distributions (the KL
+targets) cover every frame, the round's too; the round's action tokens (the cross-entropy targets) are
+the teacher's greedy actions, or with --round-labeller expert the scripted expert's, which reads the
+simulator state and so corrects the student's drift even where the teacher fails (the hard tasks).
+Closed-loop success is measured after every phase (what each round adds; --eval-phases last: after the
+final one only) and for the teacher on the same seeds.
+
+    python -m distill student --teacher models/teacher --dataset data/demos_3v --out runs/student_r \
+        --init-from models/student --steps 1 --rounds 1 --round-episodes 20 --round-labeller expert \
+        --round-ratio 0.5 --lr 1e-4 --eval-phases last --eval-workers 2
 Resumable: running the same command again continues from <out>/checkpoint.
 """
 
@@ -21,7 +29,7 @@ import torch
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.dataset import Dataset
 from distill.distill_loss import DistillWeights, distill_loss
-from distill.evaluate import EvalConfig, evaluate
+from distill.evaluate import EvalConfig, evaluate, evaluate_in_workers
 from distill.flops import flops_per_action
 from distill.model import ModelSizes, VlaConfig, VlaModel, config_for_tokenizer, count_parameters
 from distill.dagger import STUDENT_ROUND_SEED_START, record_round, round_sources
@@ -49,6 +57,7 @@ from distill.text_tokenizer import TOKENIZER_FILE, save_text_tokenizer
 from runtime.errors import UserError
 
 METRICS_FILE = "metrics.json"
+ROUND_LABELLERS = ("teacher", "expert")
 
 # The default student: about 9x fewer parameters and 10x fewer FLOPs per action than the teacher,
 # at the same 96 px so that the small targets of the hard tasks stay visible.
@@ -69,6 +78,7 @@ class StudentConfig:
     round_steps: int = 1500  # training steps after each round's data is added
     round_episodes: int = 10  # student episodes per task per round
     round_ratio: float = 0.0  # share of robot samples drawn from the rounds' frames (0: uniform over all frames)
+    round_labeller: str = "teacher"  # who writes a round's action tokens: "teacher" or the scripted "expert"
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -81,6 +91,8 @@ class StudentConfig:
     heldout_fraction: float = 0.1
     eval_seeds: int = 20
     eval_max_steps: int = 200
+    eval_phases: str = "all"  # closed loop after "all" phases or only the "last"
+    eval_workers: int = 1  # closed-loop evaluation processes (each one torch thread)
     labels: str | None = None  # teacher-label cache (default <out>/labels)
     init_from: str | None = None  # continue from this student folder's weights (a new run only; sizes from it)
     teacher_actions: str | None = None  # a Hugging Face teacher's action tokenizer JSON
@@ -101,6 +113,12 @@ class StudentConfig:
             raise UserError(f"--robot-ratio must be in [0, 1], got {self.robot_ratio}")
         if not 0 <= self.round_ratio <= 1:
             raise UserError(f"--round-ratio must be in [0, 1], got {self.round_ratio}")
+        if self.round_labeller not in ROUND_LABELLERS:
+            raise UserError(f"--round-labeller must be one of {', '.join(ROUND_LABELLERS)}, got '{self.round_labeller}'")
+        if self.eval_phases not in ("all", "last"):
+            raise UserError(f"--eval-phases must be 'all' or 'last', got '{self.eval_phases}'")
+        if self.eval_workers < 1:
+            raise UserError(f"--eval-workers must be at least 1, got {self.eval_workers}")
         if self.question_every < 1:
             raise UserError(f"--question-every must be at least 1, got {self.question_every}")
         try:
@@ -192,12 +210,27 @@ def token_agreement(student, labeler, data_s: CoTrainingData, data_t: CoTraining
     return agree / max(total, 1)
 
 
-def closed_loop(policy, dataset: Dataset, config: StudentConfig, name: str, progress: bool) -> dict:
+def closed_loop(policy, dataset: Dataset, config: StudentConfig, name: str, progress: bool,
+                folder: Path | None = None) -> dict:
+    """Closed-loop success on the evaluation seeds; in --eval-workers processes when `folder` (a model
+    folder or checkpoint holding `policy`'s weights) is given."""
     eval_config = EvalConfig(tasks=sorted(dataset.tasks), seeds_per_task=config.eval_seeds,
                              max_steps=config.eval_max_steps, image_size=dataset.image["height"],
                              camera=dataset.image["camera"])
-    report = evaluate(lambda task: policy, eval_config, name, progress=progress)
+    if folder is not None and config.eval_workers > 1:
+        report = evaluate_in_workers(str(folder), eval_config, config.eval_workers, progress=progress)
+    else:
+        report = evaluate(lambda task: policy, eval_config, name, progress=progress)
     return {"config": report["config"], "tasks": report["tasks"]}
+
+
+def round_labeller(config: StudentConfig, teacher: "LoadedTeacher"):
+    """(labeller(task), name) for a round's action tokens: the teacher's greedy actions or the scripted expert's."""
+    if config.round_labeller == "expert":
+        from distill.expert import ScriptedExpert
+
+        return ScriptedExpert, "expert"
+    return (lambda task: teacher.policy), "teacher"
 
 
 def reuse_teacher_eval(config: StudentConfig, dataset: Dataset) -> dict | None:
@@ -316,10 +349,11 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
     for phase in range(config.rounds + 1):
         if phase < len(state["phases"]):
             continue  # finished before a restart
-        if phase > 0:  # DAgger: the current student drives, the teacher labels; resumes a partial round
+        if phase > 0:  # DAgger: the current student drives, the teacher (or expert) labels; resumes a partial round
+            labeller, labeller_name = round_labeller(config, teacher)
             record_round(out, phase, dataset, STUDENT_ROUND_SEED_START, config.round_episodes,
-                         actor=lambda task: student_policy(), labeler=lambda task: teacher.policy,
-                         policy_name=f"student-round-{phase}-labelled-by-teacher", progress=progress)
+                         actor=lambda task: student_policy(), labeler=labeller,
+                         policy_name=f"student-round-{phase}-labelled-by-{labeller_name}", progress=progress)
         sources = round_sources(dataset, train_eps, out, phase)
         data_s = data_t = None  # free the last phase's frames first: two copies of a large dataset do not fit
         data_s = CoTrainingData.build_from(sources, text_tok, action_tok, student_size, progress, delay,
@@ -340,9 +374,12 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
             save=lambda st: save_checkpoint(ckpt, student, optimizer, st, extra_files=tokenizer_files),
             desc=f"distill phase {phase}", progress=progress,
         )
-        result = closed_loop(student_policy(), dataset, config, f"student after phase {phase}", progress)
+        save_checkpoint(ckpt, student, optimizer, state, extra_files=tokenizer_files)  # the workers evaluate it
+        last = phase == config.rounds
+        result = closed_loop(student_policy(), dataset, config, f"student after phase {phase}", progress, ckpt) \
+            if last or config.eval_phases == "all" else None
         state["phases"].append({"phase": phase, "step": state["step"], "frames": len(data_s),
-                                "closed_loop": result["tasks"]})
+                                "closed_loop": result["tasks"] if result else None})
         save_checkpoint(ckpt, student, optimizer, state, extra_files=tokenizer_files)
 
     student.cpu().eval()

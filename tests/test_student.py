@@ -75,6 +75,37 @@ def test_student_command_writes_metrics(teacher, tiny_dataset, tmp_path):
     assert set(metrics["student"]["closed_loop"]) == set(metrics["teacher"]["closed_loop"])
 
 
+def test_expert_labelled_round_evaluated_last_in_workers(teacher, tiny_dataset, tmp_path):
+    """--round-labeller expert writes the round's actions from the scripted expert; --eval-phases last skips the
+    closed loop of the offline phase; --eval-workers 2 runs the final one in two processes (both tasks' seeds)."""
+    from distill.dataset import Dataset
+
+    out = tmp_path / "student"
+    proc = run_module("distill", "student", "--teacher", str(teacher), "--dataset", str(tiny_dataset), "--out", str(out),
+                      "--smoke", "--no-progress", "--round-labeller", "expert", "--eval-phases", "last",
+                      "--eval-workers", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["round_labeller"] == "expert"
+    assert metrics["phases"][0]["closed_loop"] is None
+    final = metrics["phases"][1]["closed_loop"]
+    tasks = sorted(Dataset.open(tiny_dataset).tasks)
+    assert sorted(k for k in final if k != "overall") == tasks
+    assert final["overall"]["episodes"] == len(tasks) * metrics["config"]["eval_seeds"]
+    assert metrics["student"]["closed_loop"] == final
+    round_ds = Dataset.open(out / "rounds" / "round_1")
+    assert round_ds.manifest["recording"]["policy"] == "student-round-1-labelled-by-expert"
+
+
+def test_bad_round_settings_are_refused_before_anything_is_written(teacher, tiny_dataset, tmp_path):
+    out = tmp_path / "student"
+    for flags, words in ((["--eval-workers", "0"], "--eval-workers"), (["--round-labeller", "oracle"], "oracle")):
+        proc = run_module("distill", "student", "--teacher", str(teacher), "--dataset", str(tiny_dataset),
+                          "--out", str(out), "--smoke", "--no-progress", *flags)
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-2000:]
+        assert not out.exists()
+
+
 def test_label_cache_from_another_teacher_is_refused(teacher, tiny_dataset, tmp_path):
     from safetensors.torch import load_file, save_file
 
