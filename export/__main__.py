@@ -48,7 +48,8 @@ def cmd_bundle(args) -> int:
 
     manifest = export_bundle(ExportConfig(checkpoint=args.checkpoint, out=args.out, precision=args.precision,
                                           force=args.force, text_mode=not args.no_text_mode,
-                                          parity_frames=args.parity_frames, dataset=args.dataset))
+                                          parity_frames=args.parity_frames, dataset=args.dataset,
+                                          closed_loop_seeds=args.closed_loop_seeds, eval_workers=args.eval_workers))
     parity = manifest["metrics"]["parity_fp32"]
     size = sum(f["bytes"] for f in manifest["files"].values())
     print(f"bundle {args.out}: {manifest['precision']}, {size / 1e6:.2f} MB; fp32 parity on {parity['frames']} frames: "
@@ -57,6 +58,11 @@ def cmd_bundle(args) -> int:
     if versus:
         print(f"{manifest['precision']} against fp32: token agreement {versus['token_agreement']:.1%}, "
               f"mean bin error {versus['mean_bin_error']:.2f}, max |logit diff| {versus['max_abs_logit_diff']:.2e}")
+    loop = manifest["metrics"].get("closed_loop")
+    if loop:
+        overall = loop["tasks"]["overall"]
+        print(f"closed loop ({loop['config']['seeds_per_task']} unseen seeds per task): {overall['successes']}/"
+              f"{overall['episodes']} ({overall['success_rate']:.1%}); per task in manifest.json metrics.closed_loop")
     return 0
 
 
@@ -122,6 +128,10 @@ _b.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8", 
                      "are compared with fp32 (default: %(default)s)")
 _b.add_argument("--dataset", help="dataset whose held-out frames the parity check uses (default: seeded noise)")
 _b.add_argument("--parity-frames", type=int, default=200, help="frames in the parity check (default: %(default)s)")
+_b.add_argument("--closed-loop-seeds", type=int, default=0,
+                help="run the finished bundle in the simulator for this many unseen seeds per task (the dataset's "
+                     "tasks, or the default set) and record per-task success in the manifest (default: %(default)s)")
+_b.add_argument("--eval-workers", type=int, default=2, help="processes for --closed-loop-seeds (default: %(default)s)")
 _b.add_argument("--no-text-mode", action="store_true", help="skip the full-vocabulary decoder (question answering)")
 _b.add_argument("--force", action="store_true", help="replace an existing --out")
 _v = cli.command("verify", "check an existing bundle: sha256, manifest, parity against its checkpoint",

@@ -48,6 +48,8 @@ class ExportConfig:
     dataset: str | None = None  # held-out frames for parity (random frames when absent)
     calibration_frames: int = 64  # int8-static: training frames whose activations set the scales
     name: str | None = None
+    closed_loop_seeds: int = 0  # episodes per task run by the finished bundle in the simulator (0: none)
+    eval_workers: int = 2  # processes for that closed loop (one thread each)
 
     def check(self) -> "ExportConfig":
         if self.precision not in PRECISIONS:
@@ -60,6 +62,8 @@ class ExportConfig:
         if self.precision == "int8-static" and not self.dataset:
             raise UserError("--precision int8-static calibrates on dataset frames: pass --dataset (the recording "
                             "the model was trained on)")
+        if self.closed_loop_seeds < 0 or self.eval_workers < 1:
+            raise UserError("--closed-loop-seeds must be >= 0 and --eval-workers >= 1")
         if Path(self.out).exists() and not self.force:
             raise UserError(f"{self.out} already exists: pass --force to replace it, or choose another --out")
         return self
@@ -239,6 +243,20 @@ def compare_with(bundle: Bundle, frames: np.ndarray, instructions: list[str],
             "max_abs_logit_diff": worst}
 
 
+def closed_loop_metrics(folder: Path, manifest: dict, config: ExportConfig, progress: bool = True) -> dict:
+    """Closed-loop success of the bundle in `folder` on the unseen evaluation seeds (the number that matters
+    for a precision), on the dataset's tasks (or the default set) with the camera and size it was trained on."""
+    from distill.dataset import Dataset
+    from distill.evaluate import EvalConfig, evaluate_in_workers
+
+    tasks = sorted(Dataset.open(config.dataset).tasks) if config.dataset else "default"
+    image = manifest["image"]
+    eval_config = EvalConfig(tasks=tasks, seeds_per_task=config.closed_loop_seeds, image_size=image["height"],
+                             camera=image["camera"])
+    report = evaluate_in_workers(str(folder), eval_config, config.eval_workers, progress=progress)
+    return {"config": report["config"], "tasks": report["tasks"]}
+
+
 def export_bundle(config: ExportConfig, progress: bool = True) -> dict:
     """Export, check parity, and move the bundle into place; returns the manifest."""
     config.check()
@@ -294,6 +312,8 @@ def export_bundle(config: ExportConfig, progress: bool = True) -> dict:
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
             manifest["metrics"][f"{config.precision}_vs_fp32"] = compare_with(Bundle.load(tmp), frames, instructions,
                                                                               reference)
+        if config.closed_loop_seeds:  # the finished bundle drives the simulator before it is moved into place
+            manifest["metrics"]["closed_loop"] = closed_loop_metrics(tmp, manifest, config, progress)
         manifest["metrics"]["export_seconds"] = round(time.perf_counter() - start, 1)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         replace_folder(tmp, out)

@@ -186,6 +186,33 @@ def test_quantized_bundles_are_compared_with_fp32(checkpoint, tmp_path, precisio
     assert proc.returncode == 2 and "--min-agreement" in proc.stderr and "pass --dataset" in proc.stderr, proc.stderr
 
 
+def test_closed_loop_success_of_the_precision_goes_into_the_manifest(checkpoint, tiny_dataset, tmp_path):
+    """--closed-loop-seeds runs the finished int8 bundle in the simulator (the dataset's tasks, unseen seeds) and
+    records what it scored: the same per-task figures as `distill evaluate` gives for that bundle afterwards."""
+    from distill.dataset import Dataset
+
+    out = tmp_path / "int8"
+    proc = run_module("export", str(checkpoint), "--out", str(out), "--precision", "int8", "--parity-frames", "10",
+                      "--dataset", str(tiny_dataset), "--closed-loop-seeds", "2", "--eval-workers", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "closed loop (2 unseen seeds per task)" in proc.stdout
+    loop = json.loads((out / "manifest.json").read_text())["metrics"]["closed_loop"]
+    tasks = sorted(Dataset.open(tiny_dataset).tasks)
+    assert sorted(t for t in loop["tasks"] if t != "overall") == tasks
+    assert loop["tasks"]["overall"]["episodes"] == 2 * len(tasks) and loop["config"]["seed_start"] >= 100_000
+    proc = run_module("export", "verify", str(out), "--parity-frames", "5", "--min-agreement", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]  # the manifest rewrite left every file's sha256 valid
+    report = tmp_path / "eval.json"
+    proc = run_module("distill", "evaluate", "--policy", str(out), "--tasks", ",".join(tasks), "--seeds", "2",
+                      "--out", str(report), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = json.loads(report.read_text())["tasks"]
+    assert {t: again[t]["successes"] for t in tasks} == {t: loop["tasks"][t]["successes"] for t in tasks}
+    assert {t: again[t]["mean_length"] for t in tasks} == {t: loop["tasks"][t]["mean_length"] for t in tasks}
+    proc = run_module("export", str(checkpoint), "--out", str(tmp_path / "bad"), "--closed-loop-seeds", "-1")
+    assert proc.returncode == 2 and "--closed-loop-seeds" in proc.stderr and not (tmp_path / "bad").exists()
+
+
 def test_static_int8_is_calibrated_on_training_frames(checkpoint, tiny_dataset, tmp_path):
     import onnx
 
