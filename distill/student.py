@@ -374,8 +374,7 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
             save=lambda st: save_checkpoint(ckpt, student, optimizer, st, extra_files=tokenizer_files),
             desc=f"distill phase {phase}", progress=progress,
         )
-        save_checkpoint(ckpt, student, optimizer, state, extra_files=tokenizer_files)  # the workers evaluate it
-        last = phase == config.rounds
+        last = phase == config.rounds  # run_loop's last save left this phase's weights in ckpt for the workers
         result = closed_loop(student_policy(), dataset, config, f"student after phase {phase}", progress, ckpt) \
             if last or config.eval_phases == "all" else None
         state["phases"].append({"phase": phase, "step": state["step"], "frames": len(data_s),
