@@ -197,7 +197,7 @@ def cmd_student(args) -> int:
     config = (smoke_student_config if args.smoke else StudentConfig)(args.teacher, args.dataset, args.out)
     for key in ("steps", "rounds", "round_steps", "round_episodes", "eval_seeds", "labels", "teacher_actions",
                 "prompt_template", "question_every", "round_ratio", "lr", "init_from", "robot_ratio",
-                "round_labeller", "eval_phases", "eval_workers"):
+                "round_labeller", "eval_phases", "eval_workers", "merge_init"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.sizes is not None:
@@ -361,6 +361,11 @@ _st.add_argument("--sizes", help="the student's shape: changes to the default st
                                  "'vision_width=96,text_width=112' (fields of ModelSizes in distill/model.py)")
 _st.add_argument("--init-from", help="continue from a student folder's weights (a new --out only; its sizes are used): "
                                      "e.g. models/student, to distil further from the same teacher")
+_st.add_argument("--merge-init", type=float,
+                 help="weight-space ensemble with the --init-from student (WiSE-FT): the written student is "
+                      "init + ALPHA * (trained - init), evaluated closed loop as such; the checkpoint keeps the "
+                      "trained weights, so rerunning a finished run with another ALPHA only blends and evaluates "
+                      "(default: 1, the trained weights)")
 _st.add_argument("--labels", help="teacher-label cache folder (default: <out>/labels)")
 _st.add_argument("--teacher-actions",
                  help="for a Hugging Face teacher: its action tokenizer JSON (statistics + 256 ids of its vocabulary)")

@@ -15,11 +15,16 @@ final one only) and for the teacher on the same seeds.
     python -m distill student --teacher models/teacher --dataset data/demos_3v --out runs/student_r \
         --init-from models/student --steps 1 --rounds 1 --round-episodes 20 --round-labeller expert \
         --round-ratio 0.5 --lr 1e-4 --eval-phases last --eval-workers 2
-Resumable: running the same command again continues from <out>/checkpoint.
+Resumable: running the same command again continues from <out>/checkpoint. --merge-init ALPHA writes
+init + ALPHA * (trained - init) instead of the trained weights (weight-space ensembling, WiSE-FT: it keeps
+what the start did well and most of what the rounds added); on a finished run it only blends and evaluates:
+
+    python -m distill student ... --init-from models/student --merge-init 0.5
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -95,6 +100,7 @@ class StudentConfig:
     eval_workers: int = 1  # closed-loop evaluation processes (each one torch thread)
     labels: str | None = None  # teacher-label cache (default <out>/labels)
     init_from: str | None = None  # continue from this student folder's weights (a new run only; sizes from it)
+    merge_init: float = 1.0  # released weights: init + merge_init * (trained - init) (WiSE-FT); 1: as trained
     teacher_actions: str | None = None  # a Hugging Face teacher's action tokenizer JSON
     prompt_template: str = "{instruction}"  # a Hugging Face teacher's prompt
     checkpoint_every: int = 250
@@ -121,6 +127,10 @@ class StudentConfig:
             raise UserError(f"--eval-workers must be at least 1, got {self.eval_workers}")
         if self.question_every < 1:
             raise UserError(f"--question-every must be at least 1, got {self.question_every}")
+        if not 0 < self.merge_init <= 1:
+            raise UserError(f"--merge-init must be in (0, 1], got {self.merge_init}")
+        if self.merge_init < 1 and not self.init_from:
+            raise UserError("--merge-init blends the trained weights with the --init-from student's: pass --init-from")
         try:
             self.sizes.check()
         except ValueError as err:
@@ -222,6 +232,26 @@ def closed_loop(policy, dataset: Dataset, config: StudentConfig, name: str, prog
     else:
         report = evaluate(lambda task: policy, eval_config, name, progress=progress)
     return {"config": report["config"], "tasks": report["tasks"]}
+
+
+@torch.no_grad()
+def merge_toward_init(model: VlaModel, init_from: Path, alpha: float) -> int:
+    """Weight-space ensembling (WiSE-FT): every tensor becomes init + alpha * (trained - init), in place.
+
+    `init_from` is the student folder the run started from (same sizes). A tensor the start did not have
+    (a camera rig grown by a view) stays as trained. Returns how many tensors were blended.
+    """
+    from safetensors.torch import load_file
+
+    start = load_file(str(init_from / "model.safetensors"))
+    blended = 0
+    for name, tensor in model.state_dict().items():
+        source = start.get(name)
+        if source is None or source.shape != tensor.shape or not tensor.is_floating_point():
+            continue
+        tensor.copy_(torch.lerp(source.to(tensor), tensor, alpha))
+        blended += 1
+    return blended
 
 
 def round_labeller(config: StudentConfig, teacher: "LoadedTeacher"):
@@ -382,6 +412,20 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
         save_checkpoint(ckpt, student, optimizer, state, extra_files=tokenizer_files)
 
     student.cpu().eval()
+    merge = None
+    if config.merge_init < 1:  # the checkpoint keeps the trained weights: a rerun blends them again, the same way
+        trained_loop = state["phases"][-1]["closed_loop"]
+        blended = merge_toward_init(student, Path(config.init_from), config.merge_init)
+        merged_dir = out / "merged.tmp"  # a model folder of the blended weights for the evaluation workers
+        if merged_dir.exists():
+            shutil.rmtree(merged_dir)
+        student.save_pretrained(merged_dir)
+        for path in tokenizer_files:
+            shutil.copyfile(path, merged_dir / path.name)
+        merged_loop = closed_loop(student_policy(), dataset, config, "merged student", progress, merged_dir)
+        shutil.rmtree(merged_dir)
+        merge = {"alpha": config.merge_init, "init_from": str(config.init_from), "tensors": blended,
+                 "closed_loop_trained": trained_loop, "closed_loop": merged_loop["tasks"]}
     teacher_loop = reuse_teacher_eval(config, dataset) or closed_loop(teacher.policy, dataset, config, "teacher", progress)
     prompt_len = mean_action_prompt(held_s)
     student_flops = flops_per_action(student.config, prompt_len)
@@ -395,7 +439,8 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
                     "flops_per_action": teacher_flops.as_dict() if teacher_flops else None,
                     "closed_loop": teacher_loop["tasks"]},
         "student": {"parameters": count_parameters(student), "flops_per_action": student_flops.as_dict(),
-                    "closed_loop": state["phases"][-1]["closed_loop"]},
+                    "closed_loop": merge["closed_loop"] if merge else state["phases"][-1]["closed_loop"]},
+        "merge": merge,
         "parameter_ratio": count_parameters(teacher.model) / count_parameters(student),
         "flops_ratio": teacher_flops.total / student_flops.total if teacher_flops else None,
         "token_agreement_heldout": token_agreement(student, teacher.labeler, held_s, held_t),

@@ -177,6 +177,39 @@ def test_init_from_continues_a_student(teacher, tiny_dataset, tmp_path):
     assert b["loss_log"][0]["loss"] < a["loss_log"][0]["loss"] - 0.2, (a["loss_log"][0], b["loss_log"][0])
 
 
+def test_merge_init_blends_a_finished_run_with_its_start(teacher, tiny_dataset, tmp_path):
+    """--merge-init 0.5 rerun on a finished --init-from run: no more training, the written weights are the
+    midpoint of the start's and the checkpoint's, evaluated as such; the trained run's closed loop is kept."""
+    from safetensors.torch import load_file
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--teacher", str(teacher), "--dataset", str(tiny_dataset), "--labels", str(tmp_path / "labels"),
+              "--smoke", "--rounds", "0", "--eval-seeds", "1", "--no-progress"]
+    assert run_module("distill", "student", *common, "--out", str(first)).returncode == 0
+    again = [*common, "--out", str(second), "--init-from", str(first), "--steps", "10"]
+    assert run_module("distill", "student", *again).returncode == 0
+    trained = json.loads((second / "metrics.json").read_text())
+    proc = run_module("distill", "student", *again, "--merge-init", "0.5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = json.loads((second / "metrics.json").read_text())
+    assert merged["steps"] == trained["steps"] == 10  # nothing trained again
+    start, end = load_file(str(first / "model.safetensors")), load_file(str(second / "checkpoint" / "model.safetensors"))
+    written = load_file(str(second / "model.safetensors"))
+    moved = [k for k in written if not torch.equal(start[k], end[k])]
+    assert moved and merged["merge"]["tensors"] == len(written)
+    for k in written:
+        torch.testing.assert_close(written[k], (start[k] + end[k]) / 2)
+    assert merged["merge"]["closed_loop_trained"] == trained["student"]["closed_loop"]
+    assert merged["student"]["closed_loop"] == merged["merge"]["closed_loop"]
+    assert merged["merge"]["closed_loop"]["overall"]["episodes"] == trained["student"]["closed_loop"]["overall"]["episodes"]
+    assert not (second / "merged.tmp").exists()
+    for flags, words in ((["--merge-init", "0.5"], "pass --init-from"), (["--merge-init", "1.5"], "(0, 1]")):
+        out = tmp_path / "refused"
+        proc = run_module("distill", "student", *common, "--out", str(out), *flags)
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-2000:]
+        assert not out.exists()
+
+
 def test_sizes_option_changes_only_known_fields():
     from distill.student import STUDENT_SIZES, parse_sizes
     from runtime.errors import UserError
