@@ -197,7 +197,7 @@ def cmd_student(args) -> int:
     config = (smoke_student_config if args.smoke else StudentConfig)(args.teacher, args.dataset, args.out)
     for key in ("steps", "rounds", "round_steps", "round_episodes", "eval_seeds", "labels", "teacher_actions",
                 "prompt_template", "question_every", "round_ratio", "lr", "init_from", "robot_ratio",
-                "round_labeller", "eval_phases", "eval_workers", "merge_init"):
+                "round_labeller", "round_seed_start", "eval_phases", "eval_workers", "merge_init"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.sizes is not None:
@@ -377,6 +377,9 @@ _st.add_argument("--round-labeller", choices=("teacher", "expert"),
                  help="who writes a round's action tokens (the cross-entropy targets; the teacher's KL covers the "
                       "round's frames either way): the teacher's greedy actions, or the scripted expert's, which "
                       "reads the simulator state (default: teacher)")
+_st.add_argument("--round-seed-start", type=int,
+                 help="round r's student episodes use seeds from this + 1000 * r, so a run warm-started from "
+                      "an earlier one's student can drive new scenes (default: 200000; evaluation uses 100000 on)")
 _st.add_argument("--eval-phases", choices=("all", "last"),
                  help="closed loop after every phase, or after the last one only (default: all)")
 _st.add_argument("--eval-workers", type=int,

@@ -84,6 +84,7 @@ class StudentConfig:
     round_episodes: int = 10  # student episodes per task per round
     round_ratio: float = 0.0  # share of robot samples drawn from the rounds' frames (0: uniform over all frames)
     round_labeller: str = "teacher"  # who writes a round's action tokens: "teacher" or the scripted "expert"
+    round_seed_start: int = STUDENT_ROUND_SEED_START  # round r drives seeds round_seed_start + 1000 * r onwards
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -121,6 +122,8 @@ class StudentConfig:
             raise UserError(f"--round-ratio must be in [0, 1], got {self.round_ratio}")
         if self.round_labeller not in ROUND_LABELLERS:
             raise UserError(f"--round-labeller must be one of {', '.join(ROUND_LABELLERS)}, got '{self.round_labeller}'")
+        if self.round_seed_start < 0:
+            raise UserError(f"--round-seed-start must be >= 0, got {self.round_seed_start}")
         if self.eval_phases not in ("all", "last"):
             raise UserError(f"--eval-phases must be 'all' or 'last', got '{self.eval_phases}'")
         if self.eval_workers < 1:
@@ -381,7 +384,7 @@ def distill_student(config: StudentConfig, progress: bool = True, command: list[
             continue  # finished before a restart
         if phase > 0:  # DAgger: the current student drives, the teacher (or expert) labels; resumes a partial round
             labeller, labeller_name = round_labeller(config, teacher)
-            record_round(out, phase, dataset, STUDENT_ROUND_SEED_START, config.round_episodes,
+            record_round(out, phase, dataset, config.round_seed_start, config.round_episodes,
                          actor=lambda task: student_policy(), labeler=labeller,
                          policy_name=f"student-round-{phase}-labelled-by-{labeller_name}", progress=progress)
         sources = round_sources(dataset, train_eps, out, phase)

@@ -83,7 +83,7 @@ def test_expert_labelled_round_evaluated_last_in_workers(teacher, tiny_dataset, 
     out = tmp_path / "student"
     proc = run_module("distill", "student", "--teacher", str(teacher), "--dataset", str(tiny_dataset), "--out", str(out),
                       "--smoke", "--no-progress", "--round-labeller", "expert", "--eval-phases", "last",
-                      "--eval-workers", "2")
+                      "--eval-workers", "2", "--round-seed-start", "210000")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["round_labeller"] == "expert"
@@ -95,11 +95,13 @@ def test_expert_labelled_round_evaluated_last_in_workers(teacher, tiny_dataset, 
     assert metrics["student"]["closed_loop"] == final
     round_ds = Dataset.open(out / "rounds" / "round_1")
     assert round_ds.manifest["recording"]["policy"] == "student-round-1-labelled-by-expert"
+    assert sorted({ep["seed"] for ep in round_ds.manifest["episodes"]}) == [211000]  # round 1: start + 1000
 
 
 def test_bad_round_settings_are_refused_before_anything_is_written(teacher, tiny_dataset, tmp_path):
     out = tmp_path / "student"
-    for flags, words in ((["--eval-workers", "0"], "--eval-workers"), (["--round-labeller", "oracle"], "oracle")):
+    for flags, words in ((["--eval-workers", "0"], "--eval-workers"), (["--round-labeller", "oracle"], "oracle"),
+                         (["--round-seed-start", "-1"], "--round-seed-start")):
         proc = run_module("distill", "student", "--teacher", str(teacher), "--dataset", str(tiny_dataset),
                           "--out", str(out), "--smoke", "--no-progress", *flags)
         assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-2000:]
