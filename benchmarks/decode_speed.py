@@ -3,7 +3,10 @@ every way vla-edge can run the same model, timed side by side in one process:
 
     generate        transformers' generate() with a logits processor masking to the action ids (PyTorch)
     torch           the PyTorch greedy masked loop with a KV cache (the reference every path must equal)
-    onnx:<bundle>   the vla-edge runtime (OnnxVla) on each bundle passed (fp32, int8, ...)
+    onnx:<bundle>   the vla-edge runtime (OnnxVla) on each bundle passed (fp32, int8, ...): the act graph
+    onnx-loop:<bundle>   the runtime's token loop (one decoder call per token), 256-row action head
+    onnx-vocab:<bundle>  the same loop on the full-vocabulary decoder, logits masked to the action ids:
+                    against onnx-loop, the saving of the action-mode head
     genai           onnxruntime-genai on the same model (a fresh Generator per frame: its usual use)
     genai-rewind    onnxruntime-genai keeping the prompt's KV cache per instruction (rewind_to), as the
                     runtime does
@@ -32,7 +35,9 @@ import numpy as np
 from benchmarks.latency_stats import latency_summary, markdown_table, speedup
 from runtime.errors import UserError
 
-ALL_PATHS = ("generate", "torch", "onnx", "genai", "genai-rewind")
+ALL_PATHS = ("generate", "torch", "onnx", "onnx-loop", "onnx-vocab", "genai", "genai-rewind")
+# bundle paths: name -> OnnxVla options
+ONNX_PATHS = {"onnx": {}, "onnx-loop": {"decode": "loop"}, "onnx-vocab": {"decode": "loop", "head": "vocabulary"}}
 REFERENCE = "torch"
 
 
@@ -58,7 +63,7 @@ class DecodeSpeedConfig:
             raise UserError(f"--paths: unknown {', '.join(unknown)}; choose from {', '.join(ALL_PATHS)}")
         if REFERENCE not in self.paths:
             raise UserError(f"--paths must include '{REFERENCE}': it is the reference every path is checked against")
-        needs_bundle = "onnx" in self.paths or any(p.startswith("genai") for p in self.paths)
+        needs_bundle = any(p in ONNX_PATHS or p.startswith("genai") for p in self.paths)
         if needs_bundle and not self.bundles:
             raise UserError("the onnx and genai paths need a bundle of this model: pass --bundle bundles/student-fp32 "
                             "(export one with `python -m export MODEL --out BUNDLE`), or --paths generate,torch")
@@ -106,7 +111,7 @@ def build_paths(config: DecodeSpeedConfig, genai_folder: Path | None) -> list[Ti
     """The policies to time, in table order, each loaded for one CPU thread."""
     from distill.reference_policy import TorchVlaPolicy, load_vla_folder
     from runtime.bundle import Bundle
-    from runtime.onnx_engine import OnnxPolicy
+    from runtime.onnx_engine import OnnxPolicy, OnnxVla
 
     model, text_tok, action_tok = load_vla_folder(config.model)
     paths = []
@@ -114,13 +119,16 @@ def build_paths(config: DecodeSpeedConfig, genai_folder: Path | None) -> list[Ti
         paths.append(TimedPath("generate", TorchVlaPolicy(model, text_tok, action_tok, use_generate=True), "fp32", True))
     paths.append(TimedPath(REFERENCE, TorchVlaPolicy(model, text_tok, action_tok), "fp32", True))
     bundles = [Bundle.load(b) for b in config.bundles]
-    if "onnx" in config.paths:
+    for kind, options in ONNX_PATHS.items():
+        if kind not in config.paths:
+            continue
         for bundle in bundles:
             precision = bundle.manifest["precision"]
-            name = f"onnx:{bundle.root.name}"
+            name = f"{kind}:{bundle.root.name}"
             if any(p.name == name for p in paths):  # two bundles in folders of the same name
-                name = f"onnx:{bundle.root}"
-            paths.append(TimedPath(name, OnnxPolicy.load(bundle.root, threads=1), precision, precision == "fp32"))
+                name = f"{kind}:{bundle.root}"
+            engine = OnnxVla(bundle, threads=1, **options)
+            paths.append(TimedPath(name, OnnxPolicy(engine), precision, precision == "fp32"))
     if genai_folder is not None:
         from benchmarks.genai_vla import GenaiVla
 

@@ -32,6 +32,9 @@ def session_options(threads: int = 1):
 
 
 DECODE_MODES = ("auto", "act", "loop")
+# Output layer of the token loop: the action-mode graph's 256 rows, or the full vocabulary masked to the
+# action ids afterwards (what a decoder without an action head does; kept to measure the head's saving).
+HEADS = ("action", "vocabulary")
 # Preferred first: TensorRT through onnxruntime, then CUDA, then the CPU (always present).
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -109,13 +112,15 @@ class OnnxVla(BundleVla):
 
     def __init__(self, bundle: Bundle, threads: int = 1, providers: list[str] | None = None,
                  decode: str = "auto", temperature: float = 0.0, rng: np.random.Generator | None = None,
-                 io_binding: bool = False) -> None:
+                 io_binding: bool = False, head: str = "action") -> None:
         """`providers`: onnxruntime execution providers in order of preference (default: the best this
         onnxruntime build has, see `pick_providers`); `decode`: "act" runs the bundle's one-call action
         graph, "loop" one decoder call per action token, "auto" the act graph where the bundle has one
         (and greedy decoding is asked for). `temperature` > 0 samples each token with the explicit
         generator `rng` (loop mode); 0 is greedy. `io_binding` keeps the loop's KV cache in onnxruntime
-        between tokens (measured: no gain at these sizes on the CPU, see the README)."""
+        between tokens (measured: no gain at these sizes on the CPU, see the README). `head`: "action"
+        decodes with `decoder_action` (256 output rows); "vocabulary" runs the loop on `decoder_text` and
+        masks its full-vocabulary logits to the action ids (same tokens, the cost the action head saves)."""
         import onnxruntime as ort
 
         self._read_spec(bundle)
@@ -125,6 +130,11 @@ class OnnxVla(BundleVla):
         if decode == "act" and "act" not in m["graphs"]:
             raise UserError(f"{bundle.root} has no act graph (exported before it existed): re-export it, or use "
                             f"decode='loop'")
+        if head not in HEADS:
+            raise UserError(f"unknown head '{head}': choose one of {', '.join(HEADS)}")
+        if head == "vocabulary" and decode == "act":
+            raise UserError("the act graph has the 256-row action head: decode with the full vocabulary with "
+                            "decode='loop'")
         if temperature > 0 and rng is None:
             raise ValueError("sampling (temperature > 0) needs an explicit generator: rng=np.random.default_rng(seed)")
         if temperature > 0 and decode == "act":
@@ -139,8 +149,11 @@ class OnnxVla(BundleVla):
             return ort.InferenceSession(str(bundle.path(m["graphs"][graph]["file"])), options, providers=providers)
 
         self.vision = session("vision")
-        self.decoder = session("decoder_action")
-        self.act = session("act") if decode != "loop" and temperature <= 0 and "act" in m["graphs"] else None
+        self.decoder = session("decoder_action" if head == "action" else "decoder_text")
+        # (256,) positions of the action ids in the full vocabulary's logits; None: logits are action rows
+        self._vocab_rows = None if head == "action" else self.action_ids
+        use_act = head == "action" and decode != "loop" and temperature <= 0 and "act" in m["graphs"]
+        self.act = session("act") if use_act else None
         self._text = None  # decoder_text session, opened on the first question or plan
         self.decode_mode = "act" if self.act is not None else "loop"
         self.providers = self.decoder.get_providers()  # what onnxruntime actually chose
@@ -235,7 +248,9 @@ class OnnxVla(BundleVla):
         tokens, all_logits = [], []
         for step in range(self.steps):
             outputs = self._run_decoder(feeds)
-            logits = outputs[0][0, -1].astype(np.float32)  # (256,) action logits
+            logits = outputs[0][0, -1].astype(np.float32)  # (256,) action logits, or (V,) with head="vocabulary"
+            if self._vocab_rows is not None:
+                logits = logits[self._vocab_rows]  # (256,): the mask, as a gather
             if not np.all(np.isfinite(logits)):
                 raise NonFiniteLogits(f"non-finite logits at action token {step}: no action is sent")
             bin_index = choose(logits, None, self.temperature, self.rng)

@@ -52,10 +52,11 @@ def test_decode_speed_benchmark_checks_every_path(trained_smoke_model, smoke_bun
             "--frames", "3", "--warmup", "1", "--out", str(out)]
     if HAVE_GENAI:
         args += ["--genai", str(request.getfixturevalue("genai_folder"))]
-        expected = {"generate", "torch", f"onnx:{smoke_bundle.name}", "genai", "genai-rewind"}
+        expected = {"generate", "torch", "genai", "genai-rewind"}
     else:
-        args += ["--paths", "generate,torch,onnx"]
-        expected = {"generate", "torch", f"onnx:{smoke_bundle.name}"}
+        args += ["--paths", "generate,torch,onnx,onnx-loop,onnx-vocab"]
+        expected = {"generate", "torch"}
+    expected |= {f"{kind}:{smoke_bundle.name}" for kind in ("onnx", "onnx-loop", "onnx-vocab")}
     proc = run_module(*args)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "| path |" in proc.stdout and "command: python -m benchmarks decode-speed" in proc.stdout

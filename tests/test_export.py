@@ -253,11 +253,16 @@ def test_runtime_runs_the_bundle_closed_loop_in_the_simulator(bundle, tmp_path):
 
 def test_act_graph_decodes_like_the_token_loop_and_fails_safe(bundle):
     from runtime.bundle import Bundle
+    from runtime.errors import UserError
     from runtime.onnx_engine import NonFiniteLogits, OnnxVla
 
     b = Bundle.load(bundle)
     act, loop, bound = OnnxVla(b), OnnxVla(b, decode="loop"), OnnxVla(b, decode="loop", io_binding=True)
+    vocab = OnnxVla(b, head="vocabulary")  # the full-vocabulary decoder, masked: the head's saving is measured on it
     assert act.decode_mode == "act" and loop.decode_mode == "loop" and act.providers == ["CPUExecutionProvider"]
+    assert vocab.decode_mode == "loop" and vocab.decoder.get_outputs()[0].shape[-1] == b.manifest["decoder"]["vocab_size"]
+    with pytest.raises(UserError, match="decode='loop'"):
+        OnnxVla(b, decode="act", head="vocabulary")
     rng = np.random.default_rng(11)
     for k in range(12):
         frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -266,11 +271,12 @@ def test_act_graph_decodes_like_the_token_loop_and_fails_safe(bundle):
         ref_tokens, ref_logits = loop.decode_actions(frame, instruction)
         assert np.array_equal(tokens, ref_tokens) and set(tokens.tolist()) <= set(act.action_ids.tolist())
         np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
-        bound_tokens, bound_logits = bound.decode_actions(frame, instruction)
-        assert np.array_equal(bound_tokens, ref_tokens)
-        np.testing.assert_allclose(bound_logits, ref_logits, atol=1e-6)
+        for other in (bound, vocab):
+            other_tokens, other_logits = other.decode_actions(frame, instruction)
+            assert np.array_equal(other_tokens, ref_tokens)
+            np.testing.assert_allclose(other_logits, ref_logits, atol=1e-5)
     nan_pixels = np.full((1, 3, 32, 32), np.nan, np.float32)
-    for engine in (act, loop):
+    for engine in (act, loop, vocab):
         with pytest.raises(NonFiniteLogits):
             engine._decode(nan_pixels, engine.prompt_ids("open the drawer"))
 
