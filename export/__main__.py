@@ -53,7 +53,8 @@ def cmd_bundle(args) -> int:
     parity = manifest["metrics"]["parity_fp32"]
     size = sum(f["bytes"] for f in manifest["files"].values())
     print(f"bundle {args.out}: {manifest['precision']}, {size / 1e6:.2f} MB; fp32 parity on {parity['frames']} frames: "
-          f"max |logit diff| {parity['max_abs_logit_diff']:.2e}, identical tokens {parity['identical_tokens']:.1%}")
+          f"max |logit diff| {parity['max_abs_logit_diff']:.2e}, frames with identical tokens {parity['identical_tokens']:.1%}"
+          f" (every decode mode: {', '.join(parity['decode_modes'])})")
     versus = manifest["metrics"].get(f"{manifest['precision']}_vs_fp32")
     if versus:
         print(f"{manifest['precision']} against fp32: token agreement {versus['token_agreement']:.1%}, "
@@ -80,7 +81,8 @@ def cmd_verify(args) -> int:
     parity = parity_check(model.eval(), text_tok, bundle, *parity_frames(config, model, config.parity_frames))
     precision = bundle.manifest["precision"]
     print(f"{args.bundle} ({precision}): files and manifest ok; against {source} on {parity['frames']} frames: "
-          f"max |logit diff| {parity['max_abs_logit_diff']:.2e}, identical tokens {parity['identical_tokens']:.1%}")
+          f"max |logit diff| {parity['max_abs_logit_diff']:.2e}, frames with identical tokens {parity['identical_tokens']:.1%}"
+          f" (every decode mode: {', '.join(parity['decode_modes'])})")
     if precision == "fp32" and (parity["max_abs_logit_diff"] > PARITY_MAX_LOGIT_DIFF or parity["identical_tokens"] < 1.0):
         raise UserError(f"{args.bundle} does not match {source} (limit {PARITY_MAX_LOGIT_DIFF:.0e}, identical tokens)")
     if precision != "fp32" and parity["identical_tokens"] < args.min_agreement:
