@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import platform
 from pathlib import Path
 
-LIBRARIES = ("numpy", "onnxruntime", "cv2", "torch", "transformers", "mujoco", "metaworld")
+LIBRARIES = ("numpy", "onnxruntime", "onnxruntime_genai", "cv2", "torch", "transformers", "mujoco", "metaworld",
+             "websockets", "msgpack", "serial")
 
 
 def cpu_model() -> str:
@@ -24,14 +26,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _distribution_version(name: str) -> str:
+    """The installed distribution's version for a module without `__version__` (metaworld), else '?'."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
 def describe() -> dict:
     """A JSON-ready description of this machine and the libraries a benchmark uses."""
     versions = {}
     for name in LIBRARIES:
         try:
-            versions[name] = getattr(importlib.import_module(name), "__version__", "?")
+            module = importlib.import_module(name)
         except ImportError:
             versions[name] = None
+            continue
+        versions[name] = getattr(module, "__version__", None) or _distribution_version(name)
     return {
         "cpu": cpu_model(),
         "machine": platform.machine(),

@@ -67,22 +67,36 @@ def machine_section(results: dict[str, dict]) -> str:
 
 
 # -- latency --------------------------------------------------------------------------------------------------
-def headline_table(latency: dict) -> str:
+def quality_name(path: dict) -> str:
+    """The quality table's name for a latency path: student-int8 -> 'student int8', teacher-cloud-lte ->
+    'teacher cloud (lte)'."""
+    name = path["key"].replace("-cloud-", " cloud (").replace("-", " ")
+    return name + ")" if path["where"] == "cloud" else name
+
+
+def _success_cell(path: dict, success: dict | None) -> str:
+    overall = ((success or {}).get(quality_name(path)) or {}).get("overall")
+    return f"{overall['successes']}/{overall['episodes']}" if overall else "-"
+
+
+def headline_table(latency: dict, success: dict | None = None) -> str:
+    """One row per path: size, end-to-end latency, control rate, measured/floor, and (given quality.json's
+    `success`) the closed-loop success of the same bundle."""
     rows = []
     for p in latency["paths"]:
         if not p.get("available"):
-            rows.append([p["name"], p["where"], p["precision"], fmt_count(p.get("parameters")),
-                         fmt_count(p.get("flops_per_action")), "-", "-", "-", "-", "-",
-                         p["note"].split(":")[0]])
-            continue
-        e2e = p["end_to_end"]
-        rows.append([p["name"], p["where"], p["precision"], fmt_count(p.get("parameters")),
-                     fmt_count(p.get("flops_per_action")), _ms(e2e, "p50"), _ms(e2e, "p95"), _ms(e2e, "p99"),
-                     _ms(e2e, "max"), f"{fmt(p['rate_hz_p50'], 1)} / {fmt(p['rate_hz_p99'], 1)}",
-                     fmt(p.get("measured_over_floor"), 1, "x")])
-    return _table(["path", "where", "precision", "parameters", "FLOPs/action", "p50 ms", "p95 ms", "p99 ms", "max ms",
-                   "control rate Hz (p50 / p99)", "measured / floor"], rows,
-                  ["---", "---", "---"] + ["---:"] * 8)
+            row = [p["name"], p["where"], p["precision"], fmt_count(p.get("parameters")),
+                   fmt_count(p.get("flops_per_action")), "-", "-", "-", "-", "-", p["note"].split(":")[0]]
+        else:
+            e2e = p["end_to_end"]
+            row = [p["name"], p["where"], p["precision"], fmt_count(p.get("parameters")),
+                   fmt_count(p.get("flops_per_action")), _ms(e2e, "p50"), _ms(e2e, "p95"), _ms(e2e, "p99"),
+                   _ms(e2e, "max"), f"{fmt(p['rate_hz_p50'], 1)} / {fmt(p['rate_hz_p99'], 1)}",
+                   fmt(p.get("measured_over_floor"), 1, "x")]
+        rows.append(row + ([_success_cell(p, success)] if success else []))
+    header = ["path", "where", "precision", "parameters", "FLOPs/action", "p50 ms", "p95 ms", "p99 ms", "max ms",
+              "control rate Hz (p50 / p99)", "measured / floor"] + (["closed-loop success"] if success else [])
+    return _table(header, rows, ["---", "---", "---"] + ["---:"] * (len(header) - 3))
 
 
 def ratio_table(latency: dict) -> str:
@@ -239,9 +253,7 @@ def anchors_section(results: dict[str, dict]) -> str:
             if p.get("available") and (p["key"] in ("student-int8", "student-fp32", "teacher-fp32")
                                        or p["where"] == "cloud"):
                 e2e = p["end_to_end"]
-                quality_name = p["key"].replace("-cloud-", " cloud (").replace("-", " ") + (
-                    ")" if p["where"] == "cloud" else "")
-                overall = (success.get(quality_name) or {}).get("overall")
+                overall = (success.get(quality_name(p)) or {}).get("overall")
                 won = (f"; success {100 * overall['success_rate']:.0f}% of {overall['episodes']} episodes"
                        if overall else "")
                 rows.append([f"vla-edge {p['name']}", f"{fmt(e2e['p50_ms'], 1)} ms p50 ({fmt(p['rate_hz_p50'], 1)} Hz), "
@@ -296,14 +308,26 @@ def readme_block(folder: str | Path, link: str) -> str:
     latency = results.get("latency")
     if latency is None:
         raise UserError(f"{folder} has no latency.json: run `python -m benchmarks latency` (or `all`) first")
-    ratios = [r for r in latency["ratios"] if r.get("paired_median") is not None and "cloud teacher" in r["ratio"]]
+    quality = results.get("quality")
+    measured = [r for r in latency["ratios"] if r.get("paired_median") is not None]
+    cloud = [r for r in measured if "cloud teacher" in r["ratio"]]
+    runtime = [r for r in measured if r["ratio"].startswith("runtime")]
     lines = [README_START, "",
              f"{latency['device']['label']}; {latency['frames']} frames; from `{latency.get('suite_command') or latency['command']}` "
-             f"(full report: [{link}]({link})).", "", headline_table(latency)]
-    if ratios:
+             f"(full report: [{link}]({link})).", "", headline_table(latency, quality and quality["success"])]
+    if quality:
+        cfg = quality["config"]
+        lines += ["", f"Closed-loop success: {cfg['seeds']} unseen seeds per task on {len(quality['tasks'])} tasks; "
+                      f"the cloud rows at {cfg['rate_hz']:g} Hz, where a reply later than 80% of the period holds "
+                      f"position."]
+    if cloud:
         lines += ["", "Edge student int8 against the cloud teacher, end to end: "
                   + "; ".join(f"{r['ratio'].split('(')[-1].rstrip(')')} {fmt(r['p50_ratio'], 1)}x at p50, "
-                              f"{fmt(r['p99_ratio'], 1)}x at p99" for r in ratios) + "."]
+                              f"{fmt(r['p99_ratio'], 1)}x at p99" for r in cloud) + "."]
+    if runtime:
+        lines += ["", "Inference, paired per frame: " + "; ".join(
+            f"{r['ratio']} {fmt(r['paired_median'], 2)}x [{fmt(r['paired_ci95_low'], 2)}, "
+            f"{fmt(r['paired_ci95_high'], 2)}]" for r in runtime) + "."]
     return "\n".join(lines + ["", README_END])
 
 

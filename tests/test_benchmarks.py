@@ -203,6 +203,25 @@ def test_percentiles_and_atomic_writers(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "t.csv"]
 
 
+def test_atomic_writes_get_the_modes_open_would_give(tmp_path):
+    """mkstemp makes 0600 files; results others read (CSV, report) get 0666 less the umask, and a
+    rewrite keeps the mode the file already had."""
+    import os
+
+    from runtime.atomic_io import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "new.json", {"a": 1})
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "kept.json").write_text("{}")
+        (tmp_path / "kept.json").chmod(0o640)
+        write_json_atomic(tmp_path / "kept.json", {"a": 2})
+        assert (tmp_path / "kept.json").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
 def test_compute_floor_measures_one_thread_rates():
     from benchmarks.compute_floor import measure_matmul_rates
 
